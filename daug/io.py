@@ -44,6 +44,12 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    for _, record in iter_jsonl_numbered(path):
+        yield record
+
+
+def iter_jsonl_numbered(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) pairs, so a caller's schema error can name the line (blank lines skipped)."""
     path = Path(path)
     try:
         f = path.open(encoding="utf-8")
@@ -54,7 +60,7 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DaugError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
             except UnicodeDecodeError as e:

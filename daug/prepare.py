@@ -132,7 +132,9 @@ class NearDuplicateIndex:
         from datasketch import MinHashLSH
 
         self.cfg = cfg
-        self.lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+        # LSH only proposes candidates (its banding cannot express thresholds near 1); every
+        # candidate is then checked against the real threshold in best_match.
+        self.lsh = MinHashLSH(threshold=min(cfg.threshold, 0.9), num_perm=cfg.num_perm)
         self.hashes: dict[str, object] = {}
 
     def minhash(self, text: str):

@@ -1,0 +1,178 @@
+"""Evaluation stage: generate replies to test prompts with a LoRA adapter and score them.
+
+For one dataset x augmentation method:
+  1. load the base model and the method's adapter (merged into the weights for inference: same
+     function, no LoRA detour at every layer; 4-bit models keep the adapter unmerged);
+  2. greedy replies to the first `evaluate.max_examples` test prompts, formatted exactly as in
+     training (`daug.chat` with the dataset's system prompt), through `daug.generate.generate`;
+  3. BLEU / ROUGE-1/2/L with 95% bootstrap CIs (`daug.scoring`), per example too;
+  4. validation loss (the training stage's reply-only masking) and perplexity = exp(loss).
+Outputs: `<out_dir>/<dataset>-<method>.predictions.jsonl` (one line per test example, with its
+reference, prediction and scores, so every number can be audited) and `<dataset>-<method>.json`
+(the DVC metric). Same params, same bytes, except the `seconds` timings.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from daug import DaugError
+from daug.io import read_records, write_json, write_jsonl
+
+DEFAULTS = {"max_examples": None, "max_new_tokens": 64, "batch_size": 16, "bootstrap": 1000,
+            "rouge_tokenizer": "char", "val_examples": None, "max_length": 256}
+
+
+def config(params: dict) -> dict:
+    """The `evaluate` params section with defaults filled in, checked."""
+    cfg = {**DEFAULTS, **(params.get("evaluate") or {})}
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise DaugError(f"evaluate params: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+    for key in ("max_new_tokens", "batch_size", "max_length"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise DaugError(f"evaluate params: {key} must be a positive integer, got {cfg[key]!r}")
+    for key in ("max_examples", "val_examples"):
+        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 0):
+            raise DaugError(f"evaluate params: {key} must be a non-negative integer or null (all), got {cfg[key]!r}")
+    return cfg
+
+
+def load(base_dir: str | Path, adapter_dir: str | Path, model_params: dict | None = None, merge: bool = True):
+    """(model, tokenizer): the base model with the LoRA adapter applied, in eval mode."""
+    from peft import PeftModel
+
+    from daug.basemodel import load_model, load_tokenizer
+
+    model_params = model_params or {}
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise DaugError(f"{adapter_dir}: no LoRA adapter here (adapter_config.json missing); run the train stage first")
+    tokenizer = load_tokenizer(base_dir)
+    four_bit = bool(model_params.get("load_in_4bit"))
+    base = load_model(base_dir, model_params.get("dtype", "float32"), four_bit)
+    model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    if merge and not four_bit:  # merging into NF4 weights would re-quantise them: keep LoRA separate there
+        model = model.merge_and_unload()
+    return model.eval(), tokenizer
+
+
+def prompts(tokenizer, records: list[dict], system_prompt: str | None) -> list[str]:
+    """The generation prompts, formatted as `daug.training` formats training prompts."""
+    from daug.chat import messages, prompt_text
+
+    return [prompt_text(tokenizer, messages(r, system_prompt)) for r in records]
+
+
+def _first(records: list[dict], n: int | None) -> list[dict]:
+    return records if n is None else records[:n]
+
+
+def predict(model, tokenizer, records: list[dict], system_prompt: str | None, max_new_tokens: int,
+            batch_size: int, progress: bool = True) -> list[str]:
+    """Greedy replies to `records`, in order."""
+    from daug.generate import generate
+
+    return generate(model, tokenizer, prompts(tokenizer, records, system_prompt), max_new_tokens,
+                    batch_size=batch_size, progress=progress)
+
+
+def prediction_records(records: list[dict], predictions: list[str], per_example: list[dict],
+                       reply_tokens: list[int]) -> list[dict]:
+    return [{"id": r.get("id"), "instruction": r["instruction"], "input": r.get("input", ""),
+             "reference": r["output"], "prediction": p, "reply_tokens": n, **s}
+            for r, p, s, n in zip(records, predictions, per_example, reply_tokens)]
+
+
+def evaluate(params: dict, dataset: str, method: str, *, base_dir: str | Path = "models/base",
+             adapters_dir: str | Path = "models/adapters", data_dir: str | Path = "data/prepared",
+             out_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Run the evaluation of one adapter; write predictions and metrics; return the metrics."""
+    from daug import params as P
+    from daug import scoring
+    from daug.training import validation_loss
+
+    start = time.perf_counter()
+    cfg = config(params)
+    ds = P.dataset(params, dataset)
+    seed = int(params.get("seed", 0))
+    out_dir = Path(out_dir or f"reports/{params.get('profile', 'cpu')}/eval")
+    adapter = Path(adapters_dir) / dataset / method
+    test = _first(read_records(Path(data_dir) / dataset / "test.jsonl"), cfg["max_examples"])
+    val = _first(read_records(Path(data_dir) / dataset / "val.jsonl"), cfg["val_examples"])
+    if not test:
+        raise DaugError(f"{Path(data_dir) / dataset / 'test.jsonl'}: no test records to evaluate")
+    for i, r in enumerate(test, 1):
+        if not isinstance(r, dict) or not isinstance(r.get("instruction"), str) or not isinstance(r.get("output"), str):
+            raise DaugError(f"{Path(data_dir) / dataset / 'test.jsonl'}: record {i}: needs string instruction and output")
+
+    seconds = {}
+    t = time.perf_counter()
+    model, tokenizer = load(base_dir, adapter, params.get("model"))
+    seconds["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    predictions = predict(model, tokenizer, test, ds.get("system_prompt"), cfg["max_new_tokens"],
+                          cfg["batch_size"], progress)
+    seconds["generate"] = time.perf_counter() - t
+    reply_tokens = [len(ids) for ids in tokenizer(predictions, add_special_tokens=False)["input_ids"]]
+
+    t = time.perf_counter()
+    references = [r["output"] for r in test]
+    examples = scoring.example_scores(predictions, references, cfg["rouge_tokenizer"])
+    summary = scoring.summarize(examples, cfg["bootstrap"], seed)
+    seconds["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    val_loss = validation_loss(model, tokenizer, val, ds.get("system_prompt"), cfg["max_length"],
+                               cfg["batch_size"]) if val else float("nan")
+    seconds["val_loss"] = time.perf_counter() - t
+
+    write_jsonl(out_dir / f"{dataset}-{method}.predictions.jsonl",
+                prediction_records(test, predictions, examples.per_example(), reply_tokens))
+    metrics = {
+        "dataset": dataset, "method": method, **summary,
+        "val_loss": val_loss if math.isfinite(val_loss) else None,
+        "perplexity": math.exp(val_loss) if math.isfinite(val_loss) and val_loss < 700 else None,
+        "val_examples": len(val), "max_new_tokens": cfg["max_new_tokens"],
+        # replies whose (re-encoded) length reached max_new_tokens: likely cut, not finished
+        "replies_at_limit": sum(n >= cfg["max_new_tokens"] for n in reply_tokens),
+        "adapter": str(adapter), "base_model": str(base_dir),
+    }
+    seconds["total"] = time.perf_counter() - start
+    metrics["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    write_json(out_dir / f"{dataset}-{method}.json", metrics)
+    return metrics
+
+
+def table(metrics: dict):
+    """The scores with CIs as a small DataFrame (for notebooks)."""
+    import pandas as pd
+
+    from daug.scoring import METRICS
+
+    return pd.DataFrame({m: metrics[m] for m in METRICS}).T[["score", "ci_low", "ci_high"]]
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("dataset", help="a key of `datasets` in params.yaml")
+    parser.add_argument("method", help="an augmentation method (its adapter is models/adapters/<dataset>/<method>)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--base", default="models/base", help="base model directory (default: models/base)")
+    parser.add_argument("--adapters", default="models/adapters", help="adapters root (default: models/adapters)")
+    parser.add_argument("--data", default="data/prepared", help="prepared data root (default: data/prepared)")
+    parser.add_argument("--out", default=None, help="output directory (default: reports/<profile>/eval)")
+
+
+def run(args) -> int:
+    from daug.params import load as load_params
+
+    metrics = evaluate(load_params(args.params), args.dataset, args.method, base_dir=args.base,
+                       adapters_dir=args.adapters, data_dir=args.data, out_dir=args.out)
+    scores = "  ".join(f"{m} {metrics[m]['score']:.2f}" for m in ("bleu", "rouge1", "rouge2", "rougeL"))
+    print(f"{args.dataset}/{args.method}: n={metrics['n']}  {scores}  val_loss {metrics['val_loss']}  "
+          f"({metrics['seconds']['total']:.1f} s)")
+    return 0

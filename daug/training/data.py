@@ -1,0 +1,129 @@
+"""Training examples: chat formatting, reply-only labels, truncation, and the batch schedule.
+
+An example is the prompt (system prompt + user turn, in the model's chat format, as at inference)
+followed by the reply and its end-of-turn suffix. Prompt and reply are tokenized separately,
+exactly as generation sees them. Labels are -100 on prompt and padding tokens, so the loss covers
+reply tokens only. Too long: the reply's tail is cut (counted as truncated); a prompt that leaves
+no room for a single reply token drops the example (counted as dropped). Nothing is silent.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from daug import DaugError
+from daug.chat import messages, prompt_text, reply_suffix
+
+IGNORE = -100  # label of tokens the loss skips (torch cross_entropy's ignore_index)
+FIELDS = ("instruction", "output")  # required strings; `input` is optional
+
+
+@dataclass
+class Example:
+    id: str
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    @property
+    def reply_tokens(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE)
+
+
+@dataclass
+class Encoded:
+    examples: list[Example]
+    truncated: int = 0  # replies cut at max_length
+    dropped: list[str] = field(default_factory=list)  # ids whose prompt alone fills max_length
+
+    def stats(self) -> dict:
+        return {"examples": len(self.examples), "truncated": self.truncated, "dropped": len(self.dropped),
+                "reply_tokens": sum(e.reply_tokens for e in self.examples),
+                "tokens": sum(len(e.input_ids) for e in self.examples)}
+
+
+def check_record(record, where: str) -> None:
+    if not isinstance(record, dict):
+        raise DaugError(f"{where}: expected an object with instruction/input/output, got {type(record).__name__}")
+    for key in FIELDS:
+        if not isinstance(record.get(key), str):
+            raise DaugError(f"{where}: field {key!r} must be a string")
+    if not isinstance(record.get("input") or "", str):
+        raise DaugError(f"{where}: field 'input' must be a string")
+
+
+def encode_example(tokenizer, record: dict, system_prompt: str | None, max_length: int) -> Example | None:
+    """One record as a training example, or None when its prompt alone leaves no room for a reply."""
+    examples = encode_records(tokenizer, [record], system_prompt, max_length).examples
+    return examples[0] if examples else None
+
+
+def encode_records(tokenizer, records: list[dict], system_prompt: str | None, max_length: int,
+                   source: str = "records") -> Encoded:
+    """Encode every record; DaugError names `source` and the record for malformed input."""
+    for i, record in enumerate(records):
+        check_record(record, f"{source}: record {i + 1}" + (f" ({record.get('id')})" if isinstance(record, dict) and record.get("id") else ""))
+    suffix = reply_suffix(tokenizer)
+    prompts = tokenizer([prompt_text(tokenizer, messages(r, system_prompt)) for r in records]).input_ids
+    replies = tokenizer([r["output"] + suffix for r in records], add_special_tokens=False).input_ids
+    out = Encoded([])
+    for i, (record, prompt, reply) in enumerate(zip(records, prompts, replies)):
+        rid = str(record.get("id", f"{source}:{i + 1}"))
+        room = max_length - len(prompt)
+        if room < 1:
+            out.dropped.append(rid)
+            continue
+        truncated = len(reply) > room
+        reply = reply[:room]
+        out.truncated += truncated
+        out.examples.append(Example(rid, prompt + reply, [IGNORE] * len(prompt) + reply, truncated))
+    return out
+
+
+def collate(examples: list[Example], pad_id: int):
+    """Right-padded tensors (input_ids, attention_mask, labels): positions stay 0..n-1 per row."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return ids, mask, labels
+
+
+def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, group: int = 32) -> list[list[int]]:
+    """Example indices for each optimizer step, fixed by the seed (a resumed run replays it exactly).
+
+    Each epoch shuffles the examples, then sorts windows of `group` batches by length so a batch
+    holds examples of similar length (little padding), and shuffles the batches' order again.
+    Epochs continue until `steps` batches exist; a batch never mixes two epochs, and each epoch
+    leaves out its (shuffled, so each time different) remainder of fewer than batch_size examples.
+    """
+    if not lengths:
+        raise DaugError("no training examples (every record was dropped or the file is empty)")
+    batches: list[list[int]] = []
+    epoch = 0
+    while len(batches) < steps:
+        rng = random.Random(seed * 1_000_003 + epoch)
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        if len(order) >= batch_size:  # full batches only: every step sees batch_size examples
+            order = order[:len(order) // batch_size * batch_size]
+        window = batch_size * group
+        epoch_batches = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: -lengths[i])
+            epoch_batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+        rng.shuffle(epoch_batches)
+        batches += epoch_batches
+        epoch += 1
+    return batches[:steps]
+
+
+def micro_batches(batch: list[int], size: int) -> list[list[int]]:
+    return [batch[i:i + size] for i in range(0, len(batch), size)]

@@ -1,0 +1,33 @@
+"""Shared fixtures. The tiny model is the smoke profile's: a random-initialised Gemma 3 with the
+real Gemma tokenizer, built once per test session by the real base-model code path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daug.params import resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_params() -> dict:
+    return resolve("smoke", REPO / "params")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smoke_params) -> Path:
+    """A saved tiny Gemma 3 model + tokenizer (what `base_model` writes on the smoke profile)."""
+    from daug.basemodel import build
+
+    out = tmp_path_factory.mktemp("tiny-model") / "base"
+    build(smoke_params["model"], out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    from daug.basemodel import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)

@@ -1,0 +1,45 @@
+"""Committed notebooks stay thin and output-free (DVC hashes them; stray outputs would re-run stages)."""
+import ast
+import json
+
+import pytest
+
+from tests.conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_stage_notebooks():
+    assert {p.stem for p in NOTEBOOKS} >= {"prepare", "base_model"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_no_outputs_and_a_parameters_cell(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is code[0], "the first code cell must be the one tagged `parameters`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_thin(path):
+    """Logic lives in daug/: notebooks call it and display; they define no functions or classes."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse("".join(cell["source"]))
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+        assert not defs, f"{path.name}: move {defs[0].name} into daug/"
+        assert len("".join(cell["source"]).splitlines()) <= 25, f"{path.name}: cell too long; move logic into daug/"
+
+
+def test_every_dvc_stage_notebook_exists():
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        nb = body["cmd"].split()[4]
+        assert (REPO / nb).exists(), f"stage {name} runs missing {nb}"

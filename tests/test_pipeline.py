@@ -1,0 +1,85 @@
+"""End to end: `dvc repro` on the smoke profile in a temporary copy of the repository."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def checkout_copy(dest: Path) -> Path:
+    """The files a clean checkout of the current work tree would have (tracked + new, not ignored)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    repo = checkout_copy(tmp_path_factory.mktemp("repo"))
+    run([sys.executable, "-m", "daug", "profile", "smoke"], repo)
+    first = run(["dvc", "repro"], repo)
+    return repo, first.stdout
+
+
+def stage_names(repo: Path) -> set[str]:
+    out = run(["dvc", "stage", "list", "--name-only"], repo).stdout
+    return set(out.split())
+
+
+def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):
+    repo, output = smoke_repo
+    assert ran_stages(output) == stage_names(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    for name in params["datasets"]:
+        manifest = repo / "data/prepared" / name / "manifest.json"
+        assert manifest.exists()
+        assert (repo / f"reports/smoke/notebooks/prepare-{name}.html").exists()
+    assert (repo / "models/base/model.safetensors").exists()
+
+
+def test_second_repro_does_nothing(smoke_repo):
+    repo, _ = smoke_repo
+    again = run(["dvc", "repro"], repo)
+    assert ran_stages(again.stdout) == set(), again.stdout
+
+
+def test_changing_a_prepare_param_reruns_prepare_and_dependents_only(smoke_repo):
+    repo, _ = smoke_repo
+    smoke = repo / "params/smoke.yaml"
+    data = yaml.safe_load(smoke.read_text(encoding="utf-8")) or {}
+    data.setdefault("prepare", {})["seed"] = 1
+    smoke.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    run([sys.executable, "-m", "daug", "profile", "smoke"], repo)
+    status = run(["dvc", "status"], repo).stdout
+    assert "base_model" not in status
+    # --dry: what DVC decides to re-run, without paying for the runs
+    rerun = ran_stages(run(["dvc", "repro", "--dry"], repo).stdout)
+    assert {s for s in rerun if s.startswith("prepare@")} == {s for s in stage_names(repo) if s.startswith("prepare@")}
+    assert "base_model" not in rerun
+    assert all(s.split("@")[0] in {"prepare", "augment", "train", "evaluate", "report"} for s in rerun)
