@@ -1,0 +1,83 @@
+"""`python -m daug augment INPUT OUTPUT --method M ...`: augment a file of records with one method.
+
+Defaults come from params.yaml (section `augment`, the method's block, `backends`, `seed`) when
+that file exists, so the CLI and the DVC stage agree; flags override them.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from daug import DaugError
+
+
+def _max_records(text: str):
+    if text.lower() in ("all", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise DaugError(f"--max-records: expected a number or 'all', got {text!r}") from None
+    if value < 0:
+        raise DaugError(f"--max-records: expected a non-negative number or 'all', got {value}")
+    return value
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", help="records to augment (.jsonl or .json array with id/instruction/input/output)")
+    parser.add_argument("output", help="output .jsonl: the inputs plus N_AUG augmented copies each, with provenance")
+    parser.add_argument("--method", required=True, help="augmentation method (see README: none, rd, ri, rs, sr, ...)")
+    parser.add_argument("--p", type=float, help="proportion of words to edit (rd, ri, rs, sr)")
+    parser.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other method parameter, e.g. -P top_k=10 (repeatable)")
+    parser.add_argument("--n-aug", type=int, help="augmented copies per record (params: augment.n_aug, else 1)")
+    parser.add_argument("--seed", type=int, help="seed (params: seed, else 0)")
+    parser.add_argument("--fields", help="comma-separated fields rule methods edit (params: augment.fields)")
+    parser.add_argument("--backend", help="backend for model-based methods (a key of params `backends`)")
+    parser.add_argument("--dataset", help="dataset name: part of every record's seed; model methods use its character")
+    parser.add_argument("--max-records", type=str, help="augment only the first N records, or 'all' "
+                        "(params: augment.max_records)")
+    parser.add_argument("--batch-size", type=int, help="jobs per method call (does not change the output)")
+    parser.add_argument("--metrics", help="also write quality metrics (fidelity, diversity, counts) to this JSON")
+    parser.add_argument("--params", default="params.yaml", help="parameters file for defaults (default: params.yaml)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _method_params(args, section: dict) -> dict:
+    import yaml
+
+    params = dict(section.get(args.method) or {})
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DaugError(f"--param: expected KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    if args.p is not None:
+        params["p"] = args.p
+    return params
+
+
+def run(args) -> int:
+    from daug import params as P
+    from daug.augment import get_method
+    from daug.augment.driver import augment_file
+
+    params = P.load(args.params) if Path(args.params).exists() else {}
+    section = params.get("augment") or {}
+    get_method(args.method)  # unknown method: fail first, with the valid choices
+    dataset = None
+    if args.dataset:
+        dataset = P.dataset(params, args.dataset) if args.dataset in (params.get("datasets") or {}) else {"name": args.dataset}
+    max_records = _max_records(args.max_records) if args.max_records is not None else section.get("max_records")
+    doc = augment_file(
+        args.input, args.output, args.method, _method_params(args, section),
+        n_aug=args.n_aug if args.n_aug is not None else section.get("n_aug", 1),
+        seed=args.seed if args.seed is not None else params.get("seed", 0),
+        dataset=dataset, fields=args.fields or section.get("fields") or ["instruction", "output"],
+        backend=args.backend, backends=params.get("backends"), batch_size=args.batch_size,
+        max_records=max_records, progress=not args.quiet, metrics=args.metrics)
+    c = doc["counts"]
+    limited = f" (first {c['n_source']} of {c['n_input']}: max_records)" if c["n_source"] < c["n_input"] else ""
+    print(f"{args.output}: {c['n_output']} records = {c['n_source']} source{limited} + {c['n_augmented']} "
+          f"{args.method} ({c['n_unchanged']} unchanged) in {doc['seconds']:.1f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,212 @@
+"""Run one method over a set of records: the guarantees live here, not in the methods.
+
+- Output = every source record (method "none") followed by its n_aug augmented copies, so
+  len(out) == n_source * (1 + n_aug) (n_aug is 0 for the `none` baseline). Each output record
+  carries its provenance: id, source_id, method, aug_index, params, backend, unchanged.
+- Each job's seed depends only on (seed, dataset, method, params, record id, k): output bytes do
+  not depend on batch size or record order.
+- A copy the method could not change is kept, flagged `unchanged` and counted, never retried.
+- Bad params, fields or method names fail with DaugError before any record is read.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from daug import DaugError
+from daug.augment import get_method
+from daug.augment.base import FIELDS, Job, Method, job_seed
+from daug.io import read_records, write_json, write_jsonl
+
+PROVENANCE = ("source_id", "method", "aug_index", "params", "backend", "unchanged")
+DEFAULT_BATCH = 256
+
+
+def check_fields(fields) -> tuple[str, ...]:
+    if isinstance(fields, str):
+        fields = [f.strip() for f in fields.split(",") if f.strip()]
+    fields = tuple(fields or ())
+    bad = [f for f in fields if f not in FIELDS]
+    if bad or not fields:
+        problem = f"{bad[0]!r} is not a record field" if bad else "none given"
+        raise DaugError(f"fields: {problem}; choose from: {', '.join(FIELDS)}")
+    return tuple(dict.fromkeys(fields))
+
+
+def _check_count(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DaugError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def resolve_method(name: str, params: dict | None = None, backend: str | None = None) -> tuple[type[Method], dict]:
+    """(method class, validated params): every check that needs no work. `backend` overrides the
+    method's `backend` param (model-based methods only)."""
+    cls = get_method(name)
+    params = dict(params or {})
+    if backend is not None:
+        if not cls.uses_backend:
+            raise DaugError(f"method {name!r} does not use a backend (only model-based methods do)")
+        params["backend"] = backend
+    return cls, cls.resolve(params)
+
+
+def make_method(name: str, params: dict | None = None, *, backend: str | None = None,
+                backends: dict | None = None, dataset: dict | None = None) -> Method:
+    """A ready method; model-based ones get their backend from `backends` (params section)."""
+    cls, resolved = resolve_method(name, params, backend)
+    instance = None
+    if cls.uses_backend:
+        try:
+            from daug.backends import get_backend
+        except ImportError as e:
+            raise DaugError(f"method {name!r} needs an LLM backend, but daug.backends cannot be imported ({e})") from None
+        bname = resolved.get("backend")
+        instance = get_backend(bname, dict((backends or {}).get(bname) or {}))
+    return cls(resolved, backend=instance, dataset=dataset)
+
+
+def check_records(records: list, source: str = "input") -> list[dict]:
+    """Structural checks (DaugError naming the file and record); text content is never rejected."""
+    seen = set()
+    for i, r in enumerate(records, 1):
+        where = f"{source}: record {i}"
+        if not isinstance(r, dict):
+            raise DaugError(f"{where}: not an object ({type(r).__name__})")
+        rid = r.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise DaugError(f"{where}: no string 'id' (augment reads prepared splits: run `python -m daug prepare`)")
+        if rid in seen:
+            raise DaugError(f"{where}: duplicate id {rid!r}")
+        seen.add(rid)
+        for f in FIELDS:
+            if f not in r and f != "input":
+                raise DaugError(f"{where} (id {rid!r}): missing field {f!r}")
+            if f in r and not isinstance(r[f], str):
+                raise DaugError(f"{where} (id {rid!r}): field {f!r} is {type(r[f]).__name__}, not a string")
+    return records
+
+
+def _out_record(src: dict, rid: str, fields: dict, provenance: dict) -> dict:
+    rec = {"id": rid, **{f: fields.get(f, "") for f in FIELDS}}
+    rec.update((k, v) for k, v in src.items() if k not in rec and k not in PROVENANCE)
+    rec.update(provenance)
+    return rec
+
+
+def augment_records(records: list[dict], method: str | Method, params: dict | None = None, n_aug: int = 1,
+                    seed: int = 0, dataset: str | dict | None = None, fields=("instruction", "output"),
+                    backend: str | None = None, backends: dict | None = None, batch_size: int | None = None,
+                    max_records: int | None = None, progress: bool = False,
+                    source: str = "input") -> tuple[list[dict], dict]:
+    """(output records, stats). `method` is a registered name (built with `make_method`) or a
+    ready Method; `dataset` a dataset name or its params entry (model methods use character etc.)."""
+    fields = check_fields(fields)
+    _check_count("n_aug", n_aug)
+    _check_count("max_records", max_records, allow_none=True)
+    _check_count("batch_size", batch_size, allow_none=True)
+    ds = dataset if isinstance(dataset, dict) else ({"name": dataset} if dataset else None)
+    if isinstance(method, str):
+        method = make_method(method, params, backend=backend, backends=backends, dataset=ds)
+    name, resolved = method.name, method.params
+    n_input = len(records)
+    records = check_records(records[:max_records] if max_records is not None else records, source)
+    n_aug = 0 if method.baseline else n_aug
+    ds_name = ds["name"] if ds else None
+    jobs = [Job(r, k, job_seed(seed, ds_name, name, resolved, r["id"], k), fields)
+            for r in records for k in range(n_aug)]
+    batch = batch_size or getattr(method.backend, "batch_size", None) or DEFAULT_BATCH
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    results = []
+    with tqdm(total=len(jobs), desc=f"augment {name}", unit="rec", disable=not progress or not jobs) as bar:
+        for i in range(0, len(jobs), batch):
+            chunk = jobs[i:i + batch]
+            out = method.augment(chunk)
+            _check_results(name, chunk, out)
+            results.extend(out)
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - start
+
+    backend_info = method.describe_backend()
+    out_records, n_unchanged, n_empty = [], 0, 0
+    by_source = iter(results)
+    for r in records:
+        rid = r["id"]
+        out_records.append(_out_record(r, rid, r, {"source_id": rid, "method": "none", "aug_index": None,
+                                                   "params": {}, "backend": None, "unchanged": False}))
+        n_empty += n_aug * sum(not (r.get(f) or "").strip() for f in fields)
+        for k in range(n_aug):
+            new = next(by_source)
+            unchanged = all(new[f] == (r.get(f) or "") for f in FIELDS)
+            n_unchanged += unchanged
+            out_records.append(_out_record(r, f"{rid}/{name}/{k}", new, {
+                "source_id": rid, "method": name, "aug_index": k, "params": resolved,
+                "backend": backend_info, "unchanged": unchanged}))
+    stats = {"n_input": n_input, "n_source": len(records), "n_aug": n_aug, "n_augmented": len(jobs),
+             "n_unchanged": n_unchanged, "n_output": len(out_records), "n_empty_fields": n_empty,
+             "seconds": round(seconds, 3)}
+    assert stats["n_output"] == stats["n_source"] * (1 + n_aug)  # every record accounted for
+    return out_records, stats
+
+
+def _check_results(name: str, jobs: list[Job], results) -> None:
+    if not isinstance(results, list) or len(results) != len(jobs):
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise DaugError(f"method {name!r} returned {got} results for {len(jobs)} jobs")
+    for job, res in zip(jobs, results):
+        if not isinstance(res, dict) or any(not isinstance(res.get(f), str) for f in FIELDS):
+            raise DaugError(f"method {name!r}: result for {job.record['id']!r} must map each of "
+                            f"{', '.join(FIELDS)} to a string, got {res!r:.200}")
+
+
+def augment_file(input: str | Path, output: str | Path, method: str, params: dict | None = None, *,
+                 n_aug: int = 1, seed: int = 0, dataset: str | dict | None = None,
+                 fields=("instruction", "output"), backend: str | None = None, backends: dict | None = None,
+                 batch_size: int | None = None, max_records: int | None = None, progress: bool = False,
+                 metrics: str | Path | None = None, metrics_extra: dict | None = None) -> dict:
+    """Augment a JSON/JSONL file of records into a JSONL file; with `metrics`, also measure quality
+    and write the metrics JSON. Returns that document (counts always, quality with `metrics`)."""
+    input = Path(input)
+    fields = check_fields(fields)
+    for name, value in (("n_aug", n_aug), ("max_records", max_records), ("batch_size", batch_size)):
+        _check_count(name, value, allow_none=name != "n_aug")
+    resolve_method(method, params, backend)
+    if not input.exists():  # before a backend loads a model
+        raise DaugError(f"{input}: file not found")
+    ds = dataset if isinstance(dataset, dict) else ({"name": dataset} if dataset else None)
+    built = make_method(method, params, backend=backend, backends=backends, dataset=ds)
+    records, stats = augment_records(read_records(input), built, n_aug=n_aug, seed=seed, dataset=ds, fields=fields,
+                                     batch_size=batch_size, max_records=max_records, progress=progress,
+                                     source=str(input))
+    write_jsonl(output, records)
+    doc = {"dataset": ds["name"] if ds else None, "method": built.name, "backend": built.describe_backend(),
+           "params": built.params, "n_aug": stats["n_aug"], "fields": list(fields), "seed": seed,
+           "max_records": max_records, "counts": {k: v for k, v in stats.items() if k != "seconds"},
+           "seconds": stats["seconds"], **(metrics_extra or {})}
+    if metrics is not None:
+        from daug.augment.quality import quality
+
+        doc.update(quality(records))
+        write_json(metrics, doc)
+    return doc
+
+
+def stage(params: dict, dataset: str, method: str, progress: bool = True) -> dict:
+    """The DVC `augment` stage for one dataset x method (paths as in dvc.yaml)."""
+    from daug.params import dataset as dataset_entry
+
+    section = params.get("augment") or {}
+    ds = dataset_entry(params, dataset)
+    if method not in (section.get("methods") or []):
+        raise DaugError(f"method {method!r} is not in augment.methods ({', '.join(section.get('methods') or [])})")
+    return augment_file(
+        f"data/prepared/{dataset}/train.jsonl", f"data/augmented/{dataset}/{method}.jsonl", method,
+        section.get(method) or {}, n_aug=section.get("n_aug", 1), seed=params.get("seed", 0), dataset=ds,
+        fields=section.get("fields", ["instruction", "output"]), backends=params.get("backends"),
+        max_records=section.get("max_records"), progress=progress,
+        metrics=f"reports/{params.get('profile', 'default')}/augment/{dataset}-{method}.json",
+        metrics_extra={"profile": params.get("profile")})
