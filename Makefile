@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTHON  ?= python3.11
+export DVC_NO_ANALYTICS := 1
 
 .PHONY: setup repro test bench lab lock clean-venv
 
