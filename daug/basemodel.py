@@ -109,8 +109,11 @@ def load_tokenizer(path: str | Path):
     return tokenizer
 
 
-def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False):
-    """A causal LM from a base-model stage output. 4-bit NF4 (QLoRA) only when CUDA is present."""
+def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False, device_map="auto"):
+    """A causal LM from a base-model stage output. 4-bit NF4 (QLoRA) only when CUDA is present.
+
+    device_map applies to 4-bit loading (which places weights on the GPU as it quantises them);
+    distributed training passes {"": local_rank} so each process holds a whole copy."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -123,7 +126,7 @@ def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = Fa
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs["device_map"] = "auto"
+        kwargs["device_map"] = device_map
     try:
         return AutoModelForCausalLM.from_pretrained(resolve(path), **kwargs)
     except OSError as e:

@@ -1,20 +1,22 @@
 """Batched generation: THE text generation function of the project (augmentation and evaluation).
 
 `generate(model, tokenizer, prompts, max_new_tokens)` returns one reply per prompt, in input order:
-- prompts are sorted by token length (longest first) and generated `batch_size` at a time with left
-  padding and the KV cache, so a batch wastes little compute on padding;
+- prompts are tokenised (with BOS), sorted by length (longest first) and decoded up to
+  `batch_size` rows at a time with left padding and a KV cache;
+- continuous batching: a row leaves the batch as soon as it stops (a stop token or its own token
+  limit) and, once a quarter of the batch is free, waiting prompts are prefilled and join it. A
+  batch therefore never runs at the pace of its longest reply, which with short one-line replies
+  (most stop after a few tokens, a few loop to their limit) is where naive batching loses;
 - decoding stops at `stop_ids` (default: `daug.chat.stop_token_ids`: EOS and the end-of-turn
-  marker); the reply excludes the prompt and the stop marker;
-- greedy by default. With `do_sample=True` every prompt samples from its own `torch.Generator`
-  seeded by `seeds[i]` (default: a hash of the prompt text), drawing one uniform number per step
-  and inverting the (temperature-scaled, top-p-truncated) CDF. A reply therefore depends only on
-  its prompt and seed, not on the batch size, the batch it lands in or the order of the prompts
-  (up to floating-point differences between batch shapes, which can flip a near-tie).
+  marker); the reply excludes the prompt and the stop token;
+- greedy by default. With `do_sample=True` every prompt samples from its own random stream seeded
+  by `seeds[i]` (default: a hash of the prompt text), by an exponential race over the
+  temperature-scaled, top-p-truncated distribution (see `sample_rows`). A reply therefore depends
+  only on its prompt and seed, not on the batch size, the batch it lands in or the order of the
+  prompts (up to floating-point differences between batch shapes, which can flip a near-exact tie).
 
-How the per-row sampling plugs into Hugging Face `generate`: `_RowSampler` is a logits processor
-that draws each row's token itself and masks every other token, and `generate` runs in greedy mode,
-which then picks exactly that token. Everything else (cache types, sliding windows, position ids
-from the attention mask) stays the model's own generation code.
+Row positions come from each row's own token count (as Hugging Face `generate` derives them from
+the attention mask), so padding never shifts a prompt.
 """
 from __future__ import annotations
 
@@ -24,39 +26,83 @@ from daug import DaugError
 from daug.io import stable_hash
 
 
-def _row_sampler_class():
+def _nucleus(probs, top_p: float):
+    """probs with everything outside each row's top-p nucleus set to 0.
+
+    A peaked distribution's nucleus lies in its top 256 tokens: one cheap top-k. Otherwise (a flat
+    distribution) the nucleus is {p >= t} for the largest t whose mass reaches top_p, found by
+    bisection; a full sort of 262k probabilities per step would cost more than the forward pass.
+    """
+    import torch
+
+    k = min(probs.shape[-1], 256)
+    vals, idx = torch.topk(probs, k, dim=-1)  # sorted, largest first
+    if bool((vals.sum(-1) >= top_p).all()):
+        keep = (torch.cumsum(vals, dim=-1) - vals) < top_p  # the mass ranked above stays under top_p
+        return torch.zeros_like(probs).scatter_(1, idx, vals * keep)
+    lo, hi = torch.zeros_like(vals[:, :1]), vals[:, :1].clone()  # mass(p >= lo) >= top_p always
+    for _ in range(24):  # t to 2^-24 of the top probability
+        mid = (lo + hi) / 2
+        ok = (probs * (probs >= mid)).sum(-1, keepdim=True) >= top_p
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    return probs * (probs >= lo)
+
+
+def sample_rows(logits, rngs: list, temperature: float, top_p: float):
+    """One token per row, row r drawn with rngs[r] (a numpy Generator): an exponential race,
+    argmax(p_i / E_i) with E_i ~ Exp(1), is a sample of p. A tiny change of p (another batch
+    shape) moves the argmax only when two ratios are within that change of each other."""
+    import numpy as np
+    import torch
+
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        probs = _nucleus(probs, top_p)
+    race = np.stack([rng.standard_exponential(probs.shape[-1], dtype=np.float32) for rng in rngs])
+    return torch.argmax(probs / torch.from_numpy(race).to(probs.device), dim=-1)
+
+
+def row_rng(seed: int):
+    import numpy as np
+
+    return np.random.default_rng(seed % 2**64)
+
+
+def row_sampler_class():
+    """`sample_rows` as a Hugging Face logits processor (for `model.generate`, e.g. MarianMT):
+    returns -inf everywhere but at the drawn token, so greedy decoding picks exactly that token."""
     import torch
     from transformers import LogitsProcessor
 
     class _RowSampler(LogitsProcessor):
-        """Samples row r's next token from generators[r]; returns scores that are -inf elsewhere."""
-
-        def __init__(self, generators: list, temperature: float, top_p: float):
-            self.generators, self.temperature, self.top_p = generators, temperature, top_p
+        def __init__(self, seeds: list[int], temperature: float, top_p: float):
+            self.rngs, self.temperature, self.top_p = [row_rng(s) for s in seeds], temperature, top_p
 
         def __call__(self, input_ids, scores):
-            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-            if self.top_p < 1.0:
-                probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-                before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens ranked above
-                probs = probs.masked_fill(before >= self.top_p, 0.0)  # the top token always stays
-            cdf = torch.cumsum(probs, dim=-1)
-            u = torch.stack([torch.rand((), generator=g) for g in self.generators]).unsqueeze(1)
-            pick = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous(), right=True)
-            pick = pick.clamp_(max=cdf.shape[-1] - 1)
-            if self.top_p < 1.0:
-                pick = order.gather(1, pick)
-            out = torch.full_like(scores, float("-inf"))
-            return out.scatter_(1, pick, 0.0)
+            pick = sample_rows(scores, self.rngs, self.temperature, self.top_p).unsqueeze(1)
+            return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
 
     return _RowSampler
 
 
-def _check(prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seeds) -> None:
+def newline_token_ids(tokenizer) -> list[int]:
+    """Tokens that are nothing but line breaks: pass them as extra `stop_ids` for one-line replies.
+    (Tokens that mix text and a newline are not included, so cutting at a stop never drops text.)"""
+    cached = getattr(tokenizer, "_daug_newline_ids", None)
+    if cached is None:
+        candidates = [i for t, i in tokenizer.get_vocab().items() if "\n" in t or "Ċ" in t or t == "<0x0A>"]
+        cached = sorted(i for i in candidates if (s := tokenizer.decode([i])) and not s.strip() and "\n" in s)
+        tokenizer._daug_newline_ids = cached
+    return cached
+
+
+def _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds) -> None:
     if isinstance(prompts, str):
         raise DaugError("generate: prompts must be a list of strings, not one string")
-    if max_new_tokens < 1:
-        raise DaugError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if len(budgets) != len(prompts):
+        raise DaugError(f"generate: {len(budgets)} max_new_tokens values for {len(prompts)} prompts")
+    if budgets and min(budgets) < 1:
+        raise DaugError(f"generate: max_new_tokens must be >= 1, got {min(budgets)}")
     if batch_size < 1:
         raise DaugError(f"generate: batch_size must be >= 1, got {batch_size}")
     if do_sample and not temperature > 0:
@@ -67,62 +113,153 @@ def _check(prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, s
         raise DaugError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+def _left_pad(x, width: int, dim: int):
+    import torch.nn.functional as F
+
+    missing = width - x.shape[dim]
+    if missing <= 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim) + [missing, 0]
+    return F.pad(x, pad)
+
+
+class _Batch:
+    """The rows being decoded: their prompt numbers, replies so far, KV cache, mask and positions."""
+
+    def __init__(self, model, encoded: list[list[int]], rows: list[int], pad_id: int):
+        import torch
+        from transformers import DynamicCache
+
+        device = next(model.parameters()).device
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):  # left padding: every prompt ends where generation starts
+            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        self.model, self.rows, self.replies = model, list(rows), [[] for _ in rows]
+        self.cache, self.mask = DynamicCache(config=model.config), mask
+        self.pos = mask.sum(-1)  # the position of each row's next token
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.logits = out.logits[:, -1, :]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def join(self, other: "_Batch") -> None:
+        """Append other's rows; both caches are left-padded to one width."""
+        import torch
+
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)])
+            mine.values = torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)])
+            if hasattr(mine, "cumulative_length"):  # sliding-window layers count what they have seen
+                mine.cumulative_length = width
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(other.mask, width, 1)])
+        self.pos = torch.cat([self.pos, other.pos])
+        self.logits = torch.cat([self.logits, other.logits])
+        self.rows += other.rows
+        self.replies += other.replies
+
+    def keep(self, keep: list[int], compact: bool) -> None:
+        """Only rows `keep` stay; with `compact`, columns that are padding in every row go."""
+        import torch
+
+        idx = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(idx)
+        self.mask, self.pos, self.logits = self.mask[idx], self.pos[idx], self.logits[idx]
+        self.rows = [self.rows[r] for r in keep]
+        self.replies = [self.replies[r] for r in keep]
+        first = int(self.mask.any(0).int().argmax())
+        if compact and first > 0:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                if hasattr(layer, "cumulative_length"):
+                    layer.cumulative_length = self.mask.shape[1] - first
+            self.mask = self.mask[:, first:]
+
+    def step(self, tokens) -> None:
+        """Feed each row its next token."""
+        import torch
+
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        out = self.model(input_ids=tokens.view(-1, 1), attention_mask=self.mask, position_ids=self.pos.view(-1, 1),
+                         past_key_values=self.cache, use_cache=True)
+        self.pos = self.pos + 1
+        self.logits = out.logits[:, -1, :]
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[int], batch_size: int = 16,
              stop_ids: Sequence[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, seeds: list[int] | None = None, progress: bool = True,
              max_prompt_tokens: int | None = None) -> list[str]:
     """One generated reply per prompt, same order as `prompts` (see the module docstring).
 
     Prompts are tokenised with the tokenizer's special tokens (BOS), as `daug.chat.prompt_text`
-    expects. `max_prompt_tokens` keeps only the last N prompt tokens (the end holds the generation
-    cue), so one 10,000-character record cannot blow up a batch.
+    expects. `max_new_tokens` is one limit for all prompts or one per prompt (a row stops at its own
+    limit). `max_prompt_tokens` keeps only the last N prompt tokens (the end holds the
+    generation cue), so one 10,000-character record cannot blow up a batch.
     """
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, LogitsProcessorList
 
     from daug.chat import stop_token_ids
 
-    _check(prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seeds)
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds)
     if not prompts:
         return []
-    stop = sorted(set(stop_token_ids(tokenizer) if stop_ids is None else stop_ids))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    if do_sample and seeds is None:
-        seeds = [stable_hash("generate", p) for p in prompts]
+    stop = set(stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if do_sample:
+        rngs = [row_rng(s) for s in (seeds if seeds is not None else [stable_hash("generate", p) for p in prompts])]
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # stable: ties keep input order
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              eos_token_id=stop, pad_token_id=pad_id, use_cache=True)
-    sampler = _row_sampler_class() if do_sample else None
-    device = next(model.parameters()).device
+    # Rows join a running batch only while every cache fits the model's sliding window, where
+    # sliding-window layers still hold every token and can be padded and joined like full ones.
+    window = getattr(getattr(model, "config", None), "sliding_window", None)
+    joinable = not window or max(map(len, encoded)) + max(budgets) < window - 1
+    waiting = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # pop() takes the longest
     replies: list[str | None] = [None] * len(prompts)
+    batch: _Batch | None = None
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):  # left padding: every prompt ends where generation starts
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
-            processors = LogitsProcessorList()
-            if sampler:
-                gens = [torch.Generator().manual_seed(seeds[i] % 2**64) for i in rows]
-                processors.append(sampler(gens, temperature, top_p))
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     generation_config=config, logits_processor=processors)
-            for r, i in enumerate(rows):
-                new = out[r, width:].tolist()
-                cut = next((k for k, t in enumerate(new) if t in stop), len(new))
-                replies[i] = tokenizer.decode(new[:cut], skip_special_tokens=True)
-            bar.update(len(rows))
+        with torch.inference_mode():
+            while waiting or batch:
+                free = batch_size - (len(batch) if batch else 0)
+                if waiting and (batch is None or (joinable and free >= max(1, batch_size // 4))):
+                    new = _Batch(model, encoded, [waiting.pop() for _ in range(min(free, len(waiting)))], pad_id)
+                    if batch is None:
+                        batch = new
+                    else:
+                        batch.join(new)
+                if do_sample:
+                    tokens = sample_rows(batch.logits, [rngs[i] for i in batch.rows], temperature, top_p)
+                else:
+                    tokens = batch.logits.argmax(dim=-1)
+                keep = []
+                for r, (i, token) in enumerate(zip(batch.rows, tokens.tolist())):
+                    reply = batch.replies[r]
+                    if token not in stop:
+                        reply.append(token)
+                    if token in stop or len(reply) >= budgets[i]:
+                        replies[i] = tokenizer.decode(reply, skip_special_tokens=True)
+                        bar.update(1)
+                    else:
+                        keep.append(r)
+                if not keep:
+                    batch = None
+                    continue
+                if len(keep) < len(batch):
+                    batch.keep(keep, compact=joinable)
+                    tokens = tokens[torch.tensor(keep, device=tokens.device)]
+                batch.step(tokens)
     finally:
         bar.close()
         model.train(was_training)

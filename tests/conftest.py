@@ -2,6 +2,7 @@
 real Gemma tokenizer, built once per test session by the real base-model code path."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ import pytest
 from daug.params import resolve
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests never reach a model hub: a hub id must fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @pytest.fixture(scope="session")

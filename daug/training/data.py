@@ -62,7 +62,8 @@ def encode_records(tokenizer, records: list[dict], system_prompt: str | None, ma
                    source: str = "records") -> Encoded:
     """Encode every record; DaugError names `source` and the record for malformed input."""
     for i, record in enumerate(records):
-        check_record(record, f"{source}: record {i + 1}" + (f" ({record.get('id')})" if isinstance(record, dict) and record.get("id") else ""))
+        rid = record.get("id") if isinstance(record, dict) else None
+        check_record(record, f"{source}: record {i + 1}" + (f" ({rid})" if rid else ""))
     suffix = reply_suffix(tokenizer)
     prompts = tokenizer([prompt_text(tokenizer, messages(r, system_prompt)) for r in records]).input_ids
     replies = tokenizer([r["output"] + suffix for r in records], add_special_tokens=False).input_ids
