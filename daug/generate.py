@@ -123,26 +123,46 @@ def _left_pad(x, width: int, dim: int):
     return F.pad(x, pad)
 
 
+def _common_prefix(encoded: list[list[int]], minimum: int = 8) -> int:
+    """Length of the token prefix all prompts share, leaving each at least one token; 0 if short."""
+    first, n = encoded[0], min(len(e) for e in encoded) - 1
+    for e in encoded[1:]:
+        n = next((k for k in range(n) if e[k] != first[k]), n)
+    return n if n >= minimum else 0
+
+
 class _Batch:
     """The rows being decoded: their prompt numbers, replies so far, KV cache, mask and positions."""
 
-    def __init__(self, model, encoded: list[list[int]], rows: list[int], pad_id: int):
+    def __init__(self, model, encoded: list[list[int]], rows: list[int], pad_id: int, shared: int = 0):
+        """Prefill `rows`. Their first `shared` tokens (a common few-shot header) are computed once
+        and copied to every row; the rest is left-padded after them: [header][pads][own tokens]."""
         import torch
         from transformers import DynamicCache
 
         device = next(model.parameters()).device
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):  # left padding: every prompt ends where generation starts
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
-        ids, mask = ids.to(device), mask.to(device)
         self.model, self.rows, self.replies = model, list(rows), [[] for _ in rows]
-        self.cache, self.mask = DynamicCache(config=model.config), mask
-        self.pos = mask.sum(-1)  # the position of each row's next token
-        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        self.cache = DynamicCache(config=model.config)
+        n = len(rows)
+        if shared:
+            model(input_ids=torch.tensor([encoded[rows[0]][:shared]], device=device),
+                  position_ids=torch.arange(shared, device=device)[None], past_key_values=self.cache, use_cache=True,
+                  logits_to_keep=1)
+            for layer in self.cache.layers:
+                layer.keys = layer.keys.expand(n, -1, -1, -1).contiguous()
+                layer.values = layer.values.expand(n, -1, -1, -1).contiguous()
+        width = max(len(encoded[i]) for i in rows) - shared
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for r, i in enumerate(rows):  # left padding: every prompt ends where generation starts
+            own = encoded[i][shared:]
+            ids[r, width - len(own):] = torch.tensor(own)
+            mask[r, width - len(own):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        self.mask = torch.cat([mask.new_ones((n, shared)), mask], dim=1)
+        out = model(input_ids=ids, attention_mask=self.mask, position_ids=shared + (mask.cumsum(-1) - 1).clamp(min=0),
                     past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.pos = self.mask.sum(-1)  # the position of each row's next token
         self.logits = out.logits[:, -1, :]
 
     def __len__(self):
@@ -224,6 +244,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     window = getattr(getattr(model, "config", None), "sliding_window", None)
     joinable = not window or max(map(len, encoded)) + max(budgets) < window - 1
     waiting = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # pop() takes the longest
+    # The prompts' common beginning (the few-shot header of a task) is prefilled once per batch,
+    # not once per row; every row keeps at least one token of its own to produce its first logits.
+    shared = _common_prefix(encoded) if joinable else 0
     replies: list[str | None] = [None] * len(prompts)
     batch: _Batch | None = None
     was_training = model.training
@@ -234,7 +257,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
             while waiting or batch:
                 free = batch_size - (len(batch) if batch else 0)
                 if waiting and (batch is None or (joinable and free >= max(1, batch_size // 4))):
-                    new = _Batch(model, encoded, [waiting.pop() for _ in range(min(free, len(waiting)))], pad_id)
+                    new = _Batch(model, encoded, [waiting.pop() for _ in range(min(free, len(waiting)))], pad_id,
+                                 shared)
                     if batch is None:
                         batch = new
                     else:

@@ -70,6 +70,23 @@ def test_rows_joining_a_running_batch_get_the_same_replies(model, tokenizer):
                             **kw) == alone
 
 
+def test_a_shared_few_shot_header_is_computed_once_with_the_same_replies(model, tokenizer):
+    import torch
+
+    header = "把原句换一种说法。\n\n原句：你今天怎么这么早就来了？\n改写：今天你怎么来得这么早？\n\n原句："
+    prompts = [header + q + "\n改写：" for q in ("我们先去城里看看吧。", "你饿了吗？", "这是什么地方", "派蒙想吃甜甜花酿鸡！")]
+    limits = [6, 2, 5, 3]
+    reference = []
+    for p, n in zip(prompts, limits):  # Hugging Face generate: the whole prompt in one forward pass
+        enc = tokenizer([p], return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=n, do_sample=False, eos_token_id=None)[0]
+        reference.append(tokenizer.decode(out[enc["input_ids"].shape[1]:]))
+    for batch_size in (1, 2, 4):
+        assert generate(model, tokenizer, prompts, limits, batch_size=batch_size, stop_ids=[],
+                        progress=False) == reference
+
+
 def test_stops_at_stop_tokens_and_strips_them(model, tokenizer):
     import torch
 
