@@ -10,7 +10,7 @@ interleaved batch by batch so that all recipes see the same (shared, noisy) mach
 Prints real (non-padding) tokens/s, the speed-up (target >= 3x, exit 1 if missed) and the achieved
 FLOP/s as a fraction of this machine's measured torch.matmul peak (fp32 and bf16).
 Run: nice -n 10 python benchmarks/bench_train.py [--examples 16] [--base models/base]
-(about 4 minutes on 2 idle cores, most of it the baseline).
+Most of the run time is the baseline (20 min on the shared 2-core machine at load ~6).
 """
 from __future__ import annotations
 

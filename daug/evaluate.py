@@ -26,7 +26,7 @@ from daug import DaugError
 from daug.io import read_records, write_json, write_jsonl
 
 DEFAULTS = {"max_examples": None, "max_new_tokens": 64, "batch_size": 16, "bootstrap": 1000,
-            "rouge_tokenizer": "char", "val_examples": None, "max_length": 256, "dtype": None}
+            "rouge_tokenizer": "char", "val_examples": None, "val_batch_size": 16, "max_length": 256, "dtype": None}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -36,7 +36,7 @@ def config(params: dict) -> dict:
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
         raise DaugError(f"evaluate params: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
-    for key in ("max_new_tokens", "batch_size", "max_length"):
+    for key in ("max_new_tokens", "batch_size", "val_batch_size", "max_length"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise DaugError(f"evaluate params: {key} must be a positive integer, got {cfg[key]!r}")
     for key in ("max_examples", "val_examples"):
@@ -149,7 +149,7 @@ def evaluate(params: dict, dataset: str, method: str, *, base_dir: str | Path = 
 
     t = time.perf_counter()
     val_loss = validation_loss(model, tokenizer, val, ds.get("system_prompt"), cfg["max_length"],
-                               cfg["batch_size"]) if val else float("nan")
+                               cfg["val_batch_size"]) if val else float("nan")
     seconds["val_loss"] = time.perf_counter() - t
 
     predictions_file = out_dir / f"{dataset}-{method}.predictions.jsonl"

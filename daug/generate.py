@@ -7,6 +7,8 @@
   limit) and, once a quarter of the batch is free, waiting prompts are prefilled and join it. A
   batch therefore never runs at the pace of its longest reply, which with short one-line replies
   (most stop after a few tokens, a few loop to their limit) is where naive batching loses;
+- the prompts' common beginning (a task's few-shot header) is prefilled once per batch and shared
+  by its rows, instead of once per row;
 - decoding stops at `stop_ids` (default: `daug.chat.stop_token_ids`: EOS and the end-of-turn
   marker); the reply excludes the prompt and the stop token;
 - greedy by default. With `do_sample=True` every prompt samples from its own random stream seeded

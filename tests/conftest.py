@@ -36,3 +36,13 @@ def tokenizer(tiny_model_dir):
     from daug.basemodel import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def zhenhuan_train(tmp_path_factory) -> Path:
+    """The real Zhen Huan training split, prepared from data/raw (a clean checkout has no data/prepared)."""
+    from daug.prepare import prepare_file
+
+    out = tmp_path_factory.mktemp("prepared") / "zhenhuan"
+    prepare_file(REPO / "data/raw/zhenhuan/huanhuan.json", out, "zhenhuan")
+    return out / "train.jsonl"

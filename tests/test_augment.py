@@ -18,14 +18,13 @@ from daug.io import read_records, write_jsonl
 from tests.conftest import REPO
 
 RULES = ["rd", "ri", "rs", "sr"]
-TRAIN = REPO / "data/prepared/zhenhuan/train.jsonl"
 # 20 two-character words, comma separated: jieba keeps each word whole, so edits can be counted
 WORDS = "苹果 香蕉 桌子 椅子 老师 学生 天空 大海 音乐 电影 朋友 城市 森林 河流 花朵 月亮 星星 太阳 火车 汽车".split()
 
 
 @pytest.fixture(scope="module")
-def records():
-    return read_records(TRAIN)[:40]
+def records(zhenhuan_train):
+    return read_records(zhenhuan_train)[:40]
 
 
 def rec(rid, instruction, output="臣妾明白。", input=""):
@@ -276,9 +275,9 @@ def test_words_are_text_tokens():
 
 # --- file, CLI and stage ---------------------------------------------------------------------
 
-def test_cli_writes_output_and_metrics(tmp_path, capsys):
+def test_cli_writes_output_and_metrics(zhenhuan_train, tmp_path, capsys):
     out, metrics = tmp_path / "out.jsonl", tmp_path / "m.json"
-    code = main(["augment", str(TRAIN), str(out), "--method", "rd", "--p", "0.2", "--n-aug", "2",
+    code = main(["augment", str(zhenhuan_train), str(out), "--method", "rd", "--p", "0.2", "--n-aug", "2",
                  "--max-records", "12", "--dataset", "zhenhuan", "--metrics", str(metrics),
                  "--params", str(tmp_path / "absent.yaml"), "--quiet"])
     assert code == 0
@@ -291,17 +290,17 @@ def test_cli_writes_output_and_metrics(tmp_path, capsys):
     assert "first 12 of" in capsys.readouterr().err
     # the same command gives the same bytes
     again = tmp_path / "again.jsonl"
-    main(["augment", str(TRAIN), str(again), "--method", "rd", "--p", "0.2", "--n-aug", "2", "--max-records", "12",
+    main(["augment", str(zhenhuan_train), str(again), "--method", "rd", "--p", "0.2", "--n-aug", "2", "--max-records", "12",
           "--dataset", "zhenhuan", "--params", str(tmp_path / "absent.yaml"), "--quiet"])
     assert again.read_bytes() == out.read_bytes()
 
 
-def test_cli_takes_defaults_from_params_yaml(tmp_path):
+def test_cli_takes_defaults_from_params_yaml(zhenhuan_train, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("seed: 3\naugment:\n  n_aug: 2\n  fields: [output]\n  max_records: 4\n  sr: {p: 0.5, top_k: 2}\n",
                       encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    assert main(["augment", str(TRAIN), str(out), "--method", "sr", "--params", str(params), "--quiet",
+    assert main(["augment", str(zhenhuan_train), str(out), "--method", "sr", "--params", str(params), "--quiet",
                  "-P", "min_similarity=0.5"]) == 0
     rows = read_records(out)
     assert len(rows) == 12 and rows[1]["params"] == {"p": 0.5, "top_k": 2, "min_similarity": 0.5}
@@ -315,8 +314,8 @@ def test_cli_takes_defaults_from_params_yaml(tmp_path):
     (["--method", "rd", "--max-records", "many"], "--max-records: expected a number or 'all'"),
     (["--method", "rd", "-P", "p"], "--param: expected KEY=VALUE"),
 ])
-def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
-    assert main(["augment", str(TRAIN), str(tmp_path / "o.jsonl"), "--params", str(tmp_path / "x.yaml"), *argv]) == 1
+def test_cli_errors_are_one_line(zhenhuan_train, tmp_path, capsys, argv, message):
+    assert main(["augment", str(zhenhuan_train), str(tmp_path / "o.jsonl"), "--params", str(tmp_path / "x.yaml"), *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o.jsonl").exists()
@@ -330,11 +329,11 @@ def test_cli_reports_a_missing_input(tmp_path, capsys):
 def test_stage_writes_the_dvc_outputs(tmp_path, monkeypatch, smoke_params, records):
     monkeypatch.chdir(tmp_path)
     write_jsonl("data/prepared/zhenhuan/train.jsonl", records)
-    doc = stage(smoke_params, "zhenhuan", "ri", progress=False)
-    out = read_records("data/augmented/zhenhuan/ri.jsonl")
+    doc = stage(smoke_params, "zhenhuan", "rd", progress=False)
+    out = read_records("data/augmented/zhenhuan/rd.jsonl")
     n = smoke_params["augment"]["max_records"]
     assert len(out) == 2 * n and doc["counts"]["n_source"] == n
-    metrics = json.loads((tmp_path / "reports/smoke/augment/zhenhuan-ri.json").read_text(encoding="utf-8"))
+    metrics = json.loads((tmp_path / "reports/smoke/augment/zhenhuan-rd.json").read_text(encoding="utf-8"))
     for key in ("dataset", "method", "backend", "params", "counts", "fidelity", "edit_rate", "copy_rate",
                 "distinct_1", "distinct_2", "self_bleu", "seconds"):
         assert key in metrics

@@ -32,8 +32,8 @@ def test_levenshtein_handles_a_10000_character_record():
 
 
 @pytest.fixture(scope="module")
-def lines():
-    recs = read_records(REPO / "data/prepared/zhenhuan/train.jsonl")[:80]
+def lines(zhenhuan_train):
+    recs = read_records(zhenhuan_train)[:80]
     return [r["instruction"] for r in recs] + ["", "臣妾明白。", "臣妾明白。", "Hello there"]
 
 
@@ -61,8 +61,8 @@ def test_embeddings_are_normalised_and_close_for_paraphrases():
     assert embed([]).shape == (0, 512)
 
 
-def test_quality_of_a_real_augmentation():
-    recs = read_records(REPO / "data/prepared/zhenhuan/train.jsonl")[:30]
+def test_quality_of_a_real_augmentation(zhenhuan_train):
+    recs = read_records(zhenhuan_train)[:30]
     out, _ = augment_records(recs, "rd", {"p": 0.3}, n_aug=2)
     q = quality(out)
     assert 0.5 < q["fidelity"] < 1 and 0 < q["edit_rate"] < 0.6
@@ -74,8 +74,8 @@ def test_quality_of_a_real_augmentation():
     assert quality(out)["copy_rate"] > q["copy_rate"]
 
 
-def test_quality_of_the_baseline_has_no_pair_metrics():
-    recs = read_records(REPO / "data/prepared/zhenhuan/train.jsonl")[:20]
+def test_quality_of_the_baseline_has_no_pair_metrics(zhenhuan_train):
+    recs = read_records(zhenhuan_train)[:20]
     out, _ = augment_records(recs, "none")
     q = quality(out)
     assert q["fidelity"] is None and q["edit_rate"] is None and q["copy_rate"] is None
