@@ -4,10 +4,13 @@ For one dataset x augmentation method:
   1. load the base model and the method's adapter, merged into the weights for inference (same
      function, no LoRA detour at every layer; 4-bit models keep the adapter unmerged), then cast to
      `evaluate.dtype` if set. The cpu profile evaluates in bfloat16: on this AVX512-BF16 CPU it
-     makes generation and validation loss ~3x faster than float32 (weights are read from memory
-     at every decoding step; half the bytes, native bf16 dot products). The merge itself happens in
-     the loaded precision, so the adapter is rounded once. Greedy replies can differ from float32
-     ones at near-ties; every method is evaluated the same way;
+     makes generation ~2.5x and validation loss ~2.8x faster than float32 (weights are read from
+     memory at every decoding step; half the bytes, native bf16 dot products). The merge happens
+     in the loaded precision, so the adapter is rounded once. The cost: bf16 rounding depends on
+     matmul shapes, so a greedy reply can flip at a near-tie with the batch size (measured by
+     benchmarks/bench_evaluate.py: 66% of 64-token replies identical batched vs one at a time in
+     bf16, 100% in float32). Replies stay byte-identical for the same params, and every method is
+     evaluated the same way;
   2. greedy replies to the first `evaluate.max_examples` test prompts, formatted exactly as in
      training (`daug.chat` with the dataset's system prompt), through `daug.generate.generate`;
   3. BLEU / ROUGE-1/2/L with 95% bootstrap CIs (`daug.scoring`), per example too;
