@@ -103,6 +103,7 @@ def bench_methods(args) -> None:
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they are measured
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=32, help="prompts to generate both ways (0: skip)")
     parser.add_argument("--batch-size", type=int, default=16)
