@@ -44,6 +44,7 @@ class Paraphrase(LLMMethod):
             [item_seed(jobs[n], "pg", field) for n, field, _ in items],
             temperature=self.params["intensity"], top_p=self.params["top_p"],
             max_new_tokens=backend.reply_budget(texts))
+        echoes = shot_texts(shots)
         for (n, field, text), reply in zip(items, replies):
-            out[n][field] = clean(reply, text, LABELS, shot_texts(shots)) or text
+            out[n][field] = clean(reply, text, LABELS, echoes) or text
         return out

@@ -30,6 +30,7 @@ class Refine(LLMMethod):
                                    temperature=self.params["temperature"],
                                    max_new_tokens=[min(backend.max_new_tokens, b + 16)
                                                    for b in backend.reply_budget(texts)])
+        echoes = shot_texts(EXAMPLES)
         for (n, field, text), reply in zip(items, replies):
-            out[n][field] = clean(reply, text, LABELS, shot_texts(EXAMPLES)) or text
+            out[n][field] = clean(reply, text, LABELS, echoes) or text
         return out
