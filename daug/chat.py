@@ -52,9 +52,11 @@ def reply_suffix(tokenizer) -> str:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    """Token ids that end generation: EOS plus the end-of-turn marker when the vocabulary has it."""
+    """Token ids that end generation: EOS, the end-of-turn marker, and the start of a new turn
+    (a reply never contains one; a briefly tuned model sometimes opens the next turn instead of
+    closing its own), for whichever of these markers the vocabulary has."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for marker in (GEMMA_END, "<|eot_id|>", "<|im_end|>"):
+    for marker in (GEMMA_END, "<start_of_turn>", "<|eot_id|>", "<|start_header_id|>", "<|im_end|>", "<|im_start|>"):
         tid = tokenizer.convert_tokens_to_ids(marker)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             ids.add(tid)

@@ -24,6 +24,7 @@ def test_gemma_turn_format_when_tokenizer_has_no_chat_template(tokenizer):
     ids = tokenizer(text).input_ids
     assert ids[0] == tokenizer.bos_token_id and 105 in ids and 106 in ids  # markers are single tokens
     assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in stop_token_ids(tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<start_of_turn>") in stop_token_ids(tokenizer)
 
 
 def test_4bit_needs_cuda(tiny_model_dir):

@@ -26,8 +26,10 @@ RULE = (
     "when it lies wholly below, inconclusive when they overlap; 'X >= Y' is supported when X's score "
     "is at least Y's, contradicted when X's interval lies wholly below Y's, otherwise inconclusive. "
     "The overfitting claim is supported on a dataset when PG's validation loss reaches its minimum "
-    "after the first evaluation and ends more than {tol:.1%} above it, contradicted when it ends within "
-    "{tol:.1%} of its minimum, otherwise inconclusive. A claim is supported when every comparison is, "
+    "after the first evaluation and ends more than {tol:.1%} above it, contradicted when it reaches its "
+    "minimum before the last evaluation and ends within {tol:.1%} of it (a plateau, no rise), otherwise "
+    "inconclusive (e.g. still falling at the last evaluation: the budget ended before overfitting could "
+    "show). A claim is supported when every comparison is, "
     "contradicted when any one is, otherwise inconclusive. Non-overlapping 95% intervals is a "
     "conservative test: small test sets give wide intervals and many inconclusive verdicts."
 )
@@ -95,6 +97,8 @@ def loss_rise(curve: pd.DataFrame, tol: float) -> tuple[str, str]:
     rise = losses[-1] / losses[best] - 1
     numbers = (f"min {losses[best]:.3f} at step {steps[best]}, final {losses[-1]:.3f} at step {steps[-1]} "
                f"({rise:+.1%})")
+    if best == len(losses) - 1:
+        return INCONCLUSIVE, numbers + "; still falling at the last evaluation"
     if rise <= tol:
         return CONTRADICTED, numbers
     if best == 0:
