@@ -80,8 +80,8 @@ def write_study(root: Path, params: dict) -> None:
                  "prediction": r["output"][k:] or "……"} for r in test])
     # an executed stage notebook, so the wall-time table links to it
     (reports / "notebooks").mkdir(parents=True, exist_ok=True)
-    for suffix in (".ipynb", ".html"):
-        (reports / "notebooks" / f"train-zhenhuan-rd{suffix}").write_text("{}", encoding="utf-8")
+    (reports / "notebooks" / "train-zhenhuan-rd.html").write_text("<html></html>", encoding="utf-8")
+    write_json(reports / "notebooks" / "train-zhenhuan-rd.ipynb", {"metadata": {"papermill": {"duration": 90.0}}})
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +248,15 @@ def test_claim_on_a_method_not_run_is_inconclusive():
     table, _ = claims.judge(study, ["bleu"], 0.01)
     verdicts = dict(zip(table["#"], table["verdict"]))
     assert verdicts[5] == "supported" and verdicts[1] == "inconclusive" and verdicts[4] == "inconclusive"
+
+
+@pytest.mark.slow  # shares the module's report build
+def test_wall_times_come_from_the_executed_stage_notebooks(built):
+    from daug.report import provenance
+
+    root, report = built
+    times = provenance.wall_times(report.study, root).set_index(["dataset", "method"])
+    assert times.loc[("zhenhuan", "rd"), "train"] == 90.0  # the notebook's wall time, not the metrics'
+    assert times.loc[("zhenhuan", "none"), "train"] == report.study.training.set_index(
+        ["dataset", "method"]).loc[("zhenhuan", "none"), "seconds"]  # no notebook: the stage's metrics
+    assert "1.5 min over 1 stage notebooks" in report.html.read_text(encoding="utf-8")

@@ -139,9 +139,9 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
         doc.table(s["replies"])
 
     doc.heading("Wall time per stage (seconds)")
-    doc.paragraph("As recorded by each stage in its metrics; each number links to the executed stage notebook.",
-                  note=True)
-    times = P.wall_times(study)
+    doc.paragraph("Wall time of each executed stage notebook (kernel start to last cell; the stage's own "
+                  "metrics where no notebook exists); each number links to that notebook.", note=True)
+    times = P.wall_times(study, root)
     for stage in ("augment", "train", "evaluate"):
         times[stage] = [_timed(paths, out_dir, stage, d, m, v, Link)
                         for d, m, v in zip(times.dataset, times.method, times[stage])]

