@@ -145,7 +145,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     for stage in ("augment", "train", "evaluate"):
         times[stage] = [_timed(paths, out_dir, stage, d, m, v, Link)
                         for d, m, v in zip(times.dataset, times.method, times[stage])]
-    times["total"] = times["total"].map(T.fmt)
+    times["total"] = times["total"].map(lambda v: T.fmt(v, 1))
     doc.table(times)
 
     doc.heading("Claim evidence: every comparison")
