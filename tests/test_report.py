@@ -255,7 +255,8 @@ def test_wall_times_come_from_the_executed_stage_notebooks(built):
     from daug.report import provenance
 
     root, report = built
-    times = provenance.wall_times(report.study, root).set_index(["dataset", "method"])
+    stage_times = provenance.stage_seconds(root / "reports/smoke/notebooks")
+    times = provenance.wall_times(report.study, stage_times).set_index(["dataset", "method"])
     assert times.loc[("zhenhuan", "rd"), "train"] == 90.0  # the notebook's wall time, not the metrics'
     assert times.loc[("zhenhuan", "none"), "train"] == report.study.training.set_index(
         ["dataset", "method"]).loc[("zhenhuan", "none"), "seconds"]  # no notebook: the stage's metrics

