@@ -40,7 +40,7 @@ def load_records(limit: int | None = None) -> list[dict]:
 def worker(method: str, out: str) -> None:
     """One cold run of one method over the whole file; prints seconds and peak RSS as JSON."""
     start = time.perf_counter()
-    from daug.augment.driver import augment_records
+    from daug.augment.apply import augment_records
     from daug.io import write_jsonl
 
     records = load_records()
@@ -73,7 +73,7 @@ def naive_sr(records: list[dict]):
         def transform(self, text, rng):
             return "".join(self.replace([(p.word, p.flag) for p in jieba.posseg.cut(text)], rng))
 
-    from daug.augment.driver import augment_records
+    from daug.augment.apply import augment_records
 
     _jieba()  # quiet initialisation, as the fast path does
     method = NaiveSynonymReplacement(PARAMS)

@@ -87,7 +87,7 @@ def bench_generate(args) -> bool:
 
 
 def bench_methods(args) -> None:
-    from daug.augment.driver import augment_records
+    from daug.augment.apply import augment_records
     from daug.io import read_records
     from daug.params import dataset, resolve
 

@@ -117,9 +117,9 @@ def main() -> int:
     print(f"{len(examples)} examples, mean {sum(len(e.input_ids) for e in examples) / len(examples):.0f} tokens "
           f"({sum(e.reply_tokens for e in examples) / len(examples):.0f} reply)")
 
-    recipes = {"baseline": Recipe(args.base, "fp32", baseline=True),
-               "daug fp32": Recipe(args.base, "fp32", baseline=False),
-               "daug bf16": Recipe(args.base, "bf16", baseline=False)}
+    recipes = {"baseline": Recipe(args.base, "float32", baseline=True),
+               "daug fp32": Recipe(args.base, "float32", baseline=False),
+               "daug bf16": Recipe(args.base, "bfloat16", baseline=False)}
     batches = batch_schedule([len(e.input_ids) for e in examples], args.batch_size,
                              len(examples) // args.batch_size, seed=0)  # daug's length-grouped batches
     for recipe in recipes.values():  # warm-up, not timed

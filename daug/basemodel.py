@@ -109,40 +109,77 @@ def load_tokenizer(path: str | Path):
     return tokenizer
 
 
-def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False, device_map="auto"):
-    """A causal LM from a base-model stage output. 4-bit NF4 (QLoRA) only when CUDA is present.
+def quantization_config(dtype: str):
+    """QLoRA's 4-bit setting: NF4 weights, double-quantised scales, matmuls in `dtype` (params model.dtype)."""
+    import torch
+    from transformers import BitsAndBytesConfig
 
-    device_map applies to 4-bit loading (which places weights on the GPU as it quantises them);
-    distributed training passes {"": local_rank} so each process holds a whole copy."""
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, dtype))
+
+
+def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False, device_map="auto"):
+    """A causal LM from a base-model stage output, optionally quantised to 4-bit NF4 (QLoRA) as it loads.
+
+    bitsandbytes quantises and runs NF4 layers on CPU too (slowly: the tests use it on the tiny
+    model; the paper profile uses it on a GPU). device_map applies to 4-bit loading, which places
+    weights as it quantises them: "auto" is the GPU when there is one, else the CPU; distributed
+    training passes {"": local_rank} so each process holds a whole copy."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict = {"trust_remote_code": False, "use_safetensors": True, "dtype": getattr(torch, dtype)}
     if load_in_4bit:
-        if not torch.cuda.is_available():
-            raise DaugError("model.load_in_4bit needs a CUDA GPU (bitsandbytes NF4); use the cpu profile here")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = device_map
     try:
-        return AutoModelForCausalLM.from_pretrained(resolve(path), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolve(path), **kwargs)
     except OSError as e:
         raise DaugError(f"cannot load model {resolve(path)!r}: {str(e).splitlines()[0]}") from None
+    except ImportError as e:  # transformers' message names the package to install (bitsandbytes, accelerate)
+        raise DaugError(f"model.load_in_4bit: {str(e).splitlines()[0]}") from None
+    if load_in_4bit:
+        _no_cpu_repacking(model)
+    return model
 
 
-# --- CLI -------------------------------------------------------------------------------------------
+def _no_cpu_repacking(model) -> None:
+    """Keep bitsandbytes' differentiable NF4 matmul on CPU (a no-op for layers on a GPU).
+
+    bitsandbytes 0.50 on AVX512-BF16 CPUs repacks a Linear4bit's weight in place, for a faster
+    inference kernel, at its first forward in eval mode without grad (Linear4bit.forward ->
+    functional._convert_weight_packed_for_cpu), and never unpacks it. That kernel (gemv_4bit) has
+    no backward: after one validation pass, training silently gets no gradient through the 4-bit
+    layers (torch only warns "an autograd kernel was not registered"). The repacking also needs
+    layer widths that are multiples of 64, which the smoke model's are not."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+# --- stage and CLI --------------------------------------------------------------------------------
+
+def stage(params: dict, dataset: str | None = None, method: str | None = None) -> dict:
+    """The base_model stage: params `model` (and `seed`, for the tiny model) -> the base-model folder
+    of daug/paths.py. Returns the summary. (`dataset`, `method`: unused; one base model serves all.)"""
+    from daug.paths import Paths
+
+    return build(params["model"], Paths.of(params).base_model(), params.get("seed", 0))
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("out_dir", nargs="?", default="models/base", help="output directory (default: models/base)")
+    from daug.cli import stage_arguments
+
+    stage_arguments(parser)
 
 
 def run(args) -> int:
     from daug.params import load
+    from daug.paths import Paths
 
-    params = load()
-    summary = build(params["model"], args.out_dir, params.get("seed", 0))
-    print(f"base model ({summary['source']}: {summary['name_or_path']}) -> {args.out_dir}")
+    params = load(args.params)
+    summary = stage(params)
+    print(f"base model ({summary['source']}: {summary['name_or_path']}) -> {Paths.of(params).base_model()}")
     return 0

@@ -15,9 +15,9 @@ For one dataset x augmentation method:
      training (`daug.chat` with the dataset's system prompt), through `daug.generate.generate`;
   3. BLEU / ROUGE-1/2/L with 95% bootstrap CIs (`daug.scoring`), per example too;
   4. validation loss (the training stage's reply-only masking) and perplexity = exp(loss).
-Outputs: `<out_dir>/<dataset>-<method>.predictions.jsonl` (one line per test example, with its
-reference, prediction and scores, so every number can be audited) and `<dataset>-<method>.json`
-(the DVC metric). Same params, same bytes, except the `seconds` timings.
+Outputs (daug/paths.py): the predictions (one line per test example, with its reference,
+prediction and scores, so every number can be audited), the metrics (the DVC metric: results only,
+same params, same bytes) and the run's timings, in a file of their own.
 """
 from __future__ import annotations
 
@@ -26,19 +26,17 @@ import time
 from pathlib import Path
 
 from daug import DaugError
-from daug.io import read_records, write_json, write_jsonl
+from daug.io import read_records, write_json, write_jsonl, write_metrics
+from daug.paths import Paths
 
-DEFAULTS = {"max_examples": None, "max_new_tokens": 64, "batch_size": 16, "bootstrap": 1000,
-            "rouge_tokenizer": "char", "val_examples": None, "val_batch_size": 16, "max_length": 256, "dtype": None}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def config(params: dict) -> dict:
-    """The `evaluate` params section with defaults filled in, checked."""
-    cfg = {**DEFAULTS, **(params.get("evaluate") or {})}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise DaugError(f"evaluate params: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+    """The `evaluate` params section with params/base.yaml's defaults filled in, checked."""
+    from daug.params import section
+
+    cfg = section(params, "evaluate")
     for key in ("max_new_tokens", "batch_size", "val_batch_size", "max_length"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise DaugError(f"evaluate params: {key} must be a positive integer, got {cfg[key]!r}")
@@ -111,66 +109,74 @@ def prediction_records(records: list[dict], predictions: list[str], per_example:
             for r, p, s, n in zip(records, predictions, per_example, reply_tokens)]
 
 
-def evaluate(params: dict, dataset: str, method: str, *, base_dir: str | Path = "models/base",
-             adapters_dir: str | Path = "models/adapters", data_dir: str | Path = "data/prepared",
-             out_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Run the evaluation of one adapter; write predictions and metrics; return the metrics."""
+def stage(params: dict, dataset: str | None = None, method: str | None = None, *,
+          base: str | Path | None = None, adapter: str | Path | None = None, test: str | Path | None = None,
+          val: str | Path | None = None, out_dir: str | Path | None = None, timings: str | Path | None = None,
+          progress: bool = True) -> dict:
+    """Evaluate one dataset x method's adapter; write predictions, metrics and timings (daug/paths.py;
+    the keyword arguments override them, `out_dir` for predictions and metrics). Returns the metrics,
+    with the timings under `timings`."""
     from daug import params as P
     from daug import scoring
+    from daug.records import check_records
     from daug.train import validation_loss
 
+    if not dataset or not method:
+        raise DaugError("evaluate: needs a dataset and a method (--dataset D --method M)")
     start = time.perf_counter()
     cfg = config(params)
     ds = P.dataset(params, dataset)
     seed = int(params.get("seed", 0))
-    out_dir = Path(out_dir or f"reports/{params.get('profile', 'cpu')}/eval")
-    adapter = Path(adapters_dir) / dataset / method
-    test = _first(read_records(Path(data_dir) / dataset / "test.jsonl"), cfg["max_examples"])
-    val = _first(read_records(Path(data_dir) / dataset / "val.jsonl"), cfg["val_examples"])
-    if not test:
-        raise DaugError(f"{Path(data_dir) / dataset / 'test.jsonl'}: no test records to evaluate")
-    for i, r in enumerate(test, 1):
-        if not isinstance(r, dict) or not isinstance(r.get("instruction"), str) or not isinstance(r.get("output"), str):
-            raise DaugError(f"{Path(data_dir) / dataset / 'test.jsonl'}: record {i}: needs string instruction and output")
+    paths = Paths.of(params)
+    base = Path(base or paths.base_model())
+    adapter = Path(adapter or paths.adapter(dataset, method))
+    test_file, val_file = Path(test or paths.prepared(dataset, "test")), Path(val or paths.prepared(dataset, "val"))
+    metrics_file, predictions_file = paths.eval_metrics(dataset, method), paths.predictions(dataset, method)
+    if out_dir is not None:
+        metrics_file, predictions_file = Path(out_dir) / metrics_file.name, Path(out_dir) / predictions_file.name
+    test_records = _first(read_records(test_file), cfg["max_examples"])
+    val_records = _first(read_records(val_file), cfg["val_examples"])
+    if not test_records:
+        raise DaugError(f"{test_file}: no test records to evaluate")
+    check_records(test_records, str(test_file))
 
     seconds = {}
     t = time.perf_counter()
-    model, tokenizer = load(base_dir, adapter, params.get("model"), dtype=cfg["dtype"])
+    model, tokenizer = load(base, adapter, params.get("model"), dtype=cfg["dtype"])
     seconds["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    predictions = predict(model, tokenizer, test, ds.get("system_prompt"), cfg["max_new_tokens"],
+    predictions = predict(model, tokenizer, test_records, ds.get("system_prompt"), cfg["max_new_tokens"],
                           cfg["batch_size"], progress)
     seconds["generate"] = time.perf_counter() - t
     reply_tokens = [len(ids) for ids in tokenizer(predictions, add_special_tokens=False)["input_ids"]]
 
     t = time.perf_counter()
-    references = [r["output"] for r in test]
+    references = [r["output"] for r in test_records]
     examples = scoring.example_scores(predictions, references, cfg["rouge_tokenizer"])
     summary = scoring.summarize(examples, cfg["bootstrap"], seed)
     seconds["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    val_loss = validation_loss(model, tokenizer, val, ds.get("system_prompt"), cfg["max_length"],
-                               cfg["val_batch_size"]) if val else float("nan")
+    val_loss = validation_loss(model, tokenizer, val_records, ds.get("system_prompt"), cfg["max_length"],
+                               cfg["val_batch_size"]) if val_records else float("nan")
     seconds["val_loss"] = time.perf_counter() - t
 
-    predictions_file = out_dir / f"{dataset}-{method}.predictions.jsonl"
-    write_jsonl(predictions_file, prediction_records(test, predictions, examples.per_example(), reply_tokens))
-    metrics = {
+    write_jsonl(predictions_file, prediction_records(test_records, predictions, examples.per_example(), reply_tokens))
+    metrics = write_metrics(metrics_file, {
         "dataset": dataset, "method": method, **summary,
         "val_loss": val_loss if math.isfinite(val_loss) else None,
-        "perplexity": math.exp(val_loss) if math.isfinite(val_loss) and val_loss < 700 else None,
-        "val_examples": len(val), "max_new_tokens": cfg["max_new_tokens"],
+        "perplexity": scoring.perplexity(val_loss),
+        "val_examples": len(val_records), "max_new_tokens": cfg["max_new_tokens"],
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         # replies whose (re-encoded) length reached max_new_tokens: likely cut, not finished
         "replies_at_limit": sum(n >= cfg["max_new_tokens"] for n in reply_tokens),
-        "adapter": str(adapter), "base_model": str(base_dir), "predictions": str(predictions_file),
-    }
+        "adapter": str(adapter), "base_model": str(base), "predictions": str(predictions_file),
+    })
     seconds["total"] = time.perf_counter() - start
-    metrics["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    write_json(out_dir / f"{dataset}-{method}.json", metrics)
-    return metrics
+    times = {"seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    write_json(Path(timings or paths.timings("evaluate", dataset, method)), times)
+    return {**metrics, "timings": times}
 
 
 def table(metrics: dict):
@@ -193,21 +199,30 @@ def samples(metrics: dict, n: int = 10):
 # --- CLI -------------------------------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("dataset", help="a key of `datasets` in params.yaml")
-    parser.add_argument("method", help="an augmentation method (its adapter is models/adapters/<dataset>/<method>)")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--base", default="models/base", help="base model directory (default: models/base)")
-    parser.add_argument("--adapters", default="models/adapters", help="adapters root (default: models/adapters)")
-    parser.add_argument("--data", default="data/prepared", help="prepared data root (default: data/prepared)")
-    parser.add_argument("--out", default=None, help="output directory (default: reports/<profile>/eval)")
+    from daug.cli import stage_arguments
+
+    stage_arguments(parser, dataset=True, method=True)
+    parser.add_argument("--base", help="base model directory (default: models/base)")
+    parser.add_argument("--adapter", help="LoRA adapter directory (default: models/adapters/DATASET/METHOD)")
+    parser.add_argument("--test", help="test records (default: data/prepared/DATASET/test.jsonl)")
+    parser.add_argument("--val", help="validation records (default: data/prepared/DATASET/val.jsonl)")
+    parser.add_argument("--out", help="directory for the metrics and predictions (default: reports/PROFILE/eval)")
+    parser.add_argument("--timings", help="timings file (default: reports/PROFILE/timings/evaluate-DATASET-METHOD.json)")
 
 
 def run(args) -> int:
+    from daug.cli import stage_runs
     from daug.params import load as load_params
 
-    metrics = evaluate(load_params(args.params), args.dataset, args.method, base_dir=args.base,
-                       adapters_dir=args.adapters, data_dir=args.data, out_dir=args.out)
-    scores = "  ".join(f"{m} {metrics[m]['score']:.2f}" for m in ("bleu", "rouge1", "rouge2", "rougeL"))
-    print(f"{args.dataset}/{args.method}: n={metrics['n']}  {scores}  val_loss {metrics['val_loss']}  "
-          f"({metrics['seconds']['total']:.1f} s)")
+    params = load_params(args.params)
+    overrides = {"base": args.base, "adapter": args.adapter, "test": args.test, "val": args.val,
+                 "out_dir": args.out, "timings": args.timings}
+    runs = stage_runs(params, args.dataset, args.method)
+    if len(runs) > 1 and any(v is not None for k, v in overrides.items() if k != "base"):
+        raise DaugError("path options (--adapter, --out, ...) name one run's files: give --dataset and --method")
+    for dataset, method in runs:
+        metrics = stage(params, dataset, method, **overrides)
+        scores = "  ".join(f"{m} {metrics[m]['score']:.2f}" for m in ("bleu", "rouge1", "rouge2", "rougeL"))
+        print(f"{dataset}/{method}: n={metrics['n']}  {scores}  val_loss {metrics['val_loss']}  "
+              f"({metrics['timings']['seconds']['total']:.1f} s)")
     return 0

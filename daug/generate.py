@@ -235,58 +235,82 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     if not prompts:
         return []
     stop = set(stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rngs = None
     if do_sample:
         rngs = [row_rng(s) for s in (seeds if seeds is not None else [stable_hash("generate", p) for p in prompts])]
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
-    # Rows join a running batch only while every cache fits the model's sliding window, where
-    # sliding-window layers still hold every token and can be padded and joined like full ones.
-    window = getattr(getattr(model, "config", None), "sliding_window", None)
-    joinable = not window or max(map(len, encoded)) + max(budgets) < window - 1
-    waiting = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # pop() takes the longest
-    # The prompts' common beginning (the few-shot header of a task) is prefilled once per batch,
-    # not once per row; every row keeps at least one token of its own to produce its first logits.
-    shared = _common_prefix(encoded) if joinable else 0
-    replies: list[str | None] = [None] * len(prompts)
-    batch: _Batch | None = None
+    decoder = _Decoder(model, tokenizer, encoded, budgets, stop, batch_size)
+    pick = ((lambda batch: sample_rows(batch.logits, [rngs[i] for i in batch.rows], temperature, top_p))
+            if do_sample else (lambda batch: batch.logits.argmax(dim=-1)))
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
     try:
         with torch.inference_mode():
-            while waiting or batch:
-                free = batch_size - (len(batch) if batch else 0)
-                if waiting and (batch is None or (joinable and free >= max(1, batch_size // 4))):
-                    new = _Batch(model, encoded, [waiting.pop() for _ in range(min(free, len(waiting)))], pad_id,
-                                 shared)
-                    if batch is None:
-                        batch = new
-                    else:
-                        batch.join(new)
-                if do_sample:
-                    tokens = sample_rows(batch.logits, [rngs[i] for i in batch.rows], temperature, top_p)
-                else:
-                    tokens = batch.logits.argmax(dim=-1)
-                keep = []
-                for r, (i, token) in enumerate(zip(batch.rows, tokens.tolist())):
-                    reply = batch.replies[r]
-                    if token not in stop:
-                        reply.append(token)
-                    if token in stop or len(reply) >= budgets[i]:
-                        replies[i] = tokenizer.decode(reply, skip_special_tokens=True)
-                        bar.update(1)
-                    else:
-                        keep.append(r)
-                if not keep:
-                    batch = None
-                    continue
-                if len(keep) < len(batch):
-                    batch.keep(keep, compact=joinable)
-                    tokens = tokens[torch.tensor(keep, device=tokens.device)]
-                batch.step(tokens)
+            while decoder.running():
+                decoder.admit()
+                bar.update(decoder.advance(pick(decoder.batch)))
     finally:
         bar.close()
         model.train(was_training)
-    return replies  # type: ignore[return-value]
+    return decoder.replies  # type: ignore[return-value]
+
+
+class _Decoder:
+    """Continuous batching over all prompts: admit waiting rows, take each row's token, retire rows."""
+
+    def __init__(self, model, tokenizer, encoded: list[list[int]], budgets: list[int], stop: set[int],
+                 batch_size: int):
+        self.model, self.tokenizer, self.encoded = model, tokenizer, encoded
+        self.budgets, self.stop, self.batch_size = budgets, stop, batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Rows join a running batch only while every cache fits the model's sliding window, where
+        # sliding-window layers still hold every token and can be padded and joined like full ones.
+        window = getattr(getattr(model, "config", None), "sliding_window", None)
+        self.joinable = not window or max(map(len, encoded)) + max(budgets) < window - 1
+        self.waiting = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # pop() takes the longest
+        # The prompts' common beginning (the few-shot header of a task) is prefilled once per batch,
+        # not once per row; every row keeps at least one token of its own to produce its first logits.
+        self.shared = _common_prefix(encoded) if self.joinable else 0
+        self.replies: list[str | None] = [None] * len(encoded)
+        self.batch: _Batch | None = None
+
+    def running(self) -> bool:
+        return bool(self.waiting or self.batch)
+
+    def admit(self) -> None:
+        """Prefill waiting prompts into free rows: a new batch, or (once a quarter is free) a join."""
+        batch, size = self.batch, self.batch_size
+        free = size - (len(batch) if batch else 0)
+        if self.waiting and (batch is None or (self.joinable and free >= max(1, size // 4))):
+            rows = [self.waiting.pop() for _ in range(min(free, len(self.waiting)))]
+            new = _Batch(self.model, self.encoded, rows, self.pad_id, self.shared)
+            if batch is None:
+                self.batch = new
+            else:
+                batch.join(new)
+
+    def advance(self, tokens) -> int:
+        """Append each row's token; rows that stop leave (their reply decoded). Returns how many left."""
+        import torch
+
+        batch, keep = self.batch, []
+        for r, (i, token) in enumerate(zip(batch.rows, tokens.tolist())):
+            reply = batch.replies[r]
+            if token not in self.stop:
+                reply.append(token)
+            if token in self.stop or len(reply) >= self.budgets[i]:
+                self.replies[i] = self.tokenizer.decode(reply, skip_special_tokens=True)
+            else:
+                keep.append(r)
+        done = len(batch) - len(keep)
+        if not keep:
+            self.batch = None
+            return done
+        if done:
+            batch.keep(keep, compact=self.joinable)
+            tokens = tokens[torch.tensor(keep, device=tokens.device)]
+        batch.step(tokens)
+        return done

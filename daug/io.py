@@ -2,11 +2,15 @@
 
 Every writer here produces the same bytes for the same data (sorted keys where the order is not
 meaningful, UTF-8, no ASCII escaping, trailing newline) so DVC hashes stay stable across runs.
+DVC metrics files go through `write_metrics`, which rounds every float to METRIC_DECIMALS places:
+a sum taken in another order differs in its 16th digit, and `dvc metrics diff` must show only real
+changes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -100,6 +104,28 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write a JSON document with sorted keys and two-space indent (metrics, manifests)."""
     atomic_write_text(path, dumps(obj, indent=2) + "\n")
+
+
+METRIC_DECIMALS = 6  # the stated precision of every DVC metric value (losses, scores on 0-100, rates)
+
+
+def round_floats(obj: Any, decimals: int = METRIC_DECIMALS) -> Any:
+    """`obj` with every float (in nested dicts and lists too) rounded to `decimals` places."""
+    if isinstance(obj, float):
+        return round(obj, decimals) if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: round_floats(v, decimals) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [round_floats(v, decimals) for v in obj]
+    return obj
+
+
+def write_metrics(path: str | Path, metrics: dict) -> dict:
+    """Write a DVC metrics file: results only (timings go to their own file), floats rounded to
+    METRIC_DECIMALS places. Returns the document as written."""
+    doc = round_floats(metrics)
+    write_json(path, doc)
+    return doc
 
 
 def stable_hash(*parts: Any) -> int:

@@ -19,6 +19,7 @@ statistics reproduces sacrebleu's corpus score exactly; tests check this).
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
 import unicodedata
@@ -212,6 +213,11 @@ def score(predictions: list[str], references: list[str], rouge_tokenizer: str = 
     return summarize(example_scores(predictions, references, rouge_tokenizer), bootstrap, seed)
 
 
+def perplexity(loss: float | None) -> float | None:
+    """exp(mean loss per token), or None when the loss is missing, not finite or exp would overflow."""
+    return math.exp(loss) if loss is not None and math.isfinite(loss) and loss < 700 else None
+
+
 def read_predictions(path: str | Path) -> tuple[list[str], list[str]]:
     """(predictions, references) from a JSONL file; a clear error names the line of a bad record."""
     from daug.io import iter_jsonl_numbered
@@ -243,9 +249,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from daug.io import dumps
+    from daug.io import dumps, round_floats
 
     preds, refs = read_predictions(args.predictions)
     result = score(preds, refs, args.rouge_tokenizer, args.bootstrap, args.seed)
-    sys.stdout.write(dumps(result, indent=2) + "\n")
+    sys.stdout.write(dumps(round_floats(result), indent=2) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""daug.augment: registry, driver guarantees, rule methods, CLI and stage (B's model methods have
+"""daug.augment: registry, apply guarantees, rule methods, CLI and stage (B's model methods have
 their own tests). Uses the real jieba, the real Synonyms vectors and real prepared records."""
 import json
 import random
@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from daug import DaugError
 from daug.augment import METHODS, Job, get_method
 from daug.augment.base import FIELDS, edit_count
-from daug.augment.driver import augment_file, augment_records, stage
+from daug.augment.apply import augment_file, augment_records, stage
 from daug.augment.words import is_word, stopwords, tagged
 from daug.cli import main
 from daug.io import read_records, write_jsonl
@@ -49,7 +49,7 @@ def test_unknown_method_lists_the_choices():
 
 
 class Untouchable(list):
-    """Records that fail the test if the driver reads them."""
+    """Records that fail the test if daug.augment.apply reads them."""
 
     def __iter__(self):
         raise AssertionError("records were read before the parameters were checked")
@@ -86,7 +86,7 @@ def test_bad_run_settings_fail_before_any_record_is_read(kw, message):
 
 @pytest.mark.parametrize("bad, message", [
     ({"instruction": "x", "output": "y"}, r"record 2: no string 'id'"),
-    ({"id": "a", "instruction": "x", "output": "y"}, r"record 2: duplicate id 'a'"),
+    ({"id": "a", "instruction": "x", "output": "y"}, r"record 2 \(id 'a'\): duplicate id 'a'"),
     ({"id": "b", "instruction": 3, "output": "y"}, r"record 2 \(id 'b'\): field 'instruction' is int"),
     ({"id": "b", "instruction": "x"}, r"record 2 \(id 'b'\): missing field 'output'"),
 ])
@@ -95,7 +95,7 @@ def test_malformed_records_name_the_file_and_record(bad, message):
         augment_records([rec("a", "你好"), bad], "rd", source="train.jsonl")
 
 
-# --- driver guarantees ---------------------------------------------------------------------------
+# --- apply guarantees ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", RULES)
 def test_output_is_identical_across_batch_sizes_and_record_order(records, method):
@@ -335,8 +335,11 @@ def test_stage_writes_the_dvc_outputs(tmp_path, monkeypatch, smoke_params, recor
     assert len(out) == 2 * n and doc["counts"]["n_source"] == n
     metrics = json.loads((tmp_path / "reports/smoke/augment/zhenhuan-rd.json").read_text(encoding="utf-8"))
     for key in ("dataset", "method", "backend", "params", "counts", "fidelity", "edit_rate", "copy_rate",
-                "distinct_1", "distinct_2", "self_bleu", "seconds"):
+                "distinct_1", "distinct_2", "self_bleu"):
         assert key in metrics
+    assert "seconds" not in metrics and "timings" not in metrics  # results only: timings have their own file
+    timings = json.loads((tmp_path / "reports/smoke/timings/augment-zhenhuan-rd.json").read_text(encoding="utf-8"))
+    assert timings == doc["timings"] and timings["seconds"] >= 0
     assert metrics["counts"]["n_unchanged"] == sum(r["unchanged"] for r in out)
     with pytest.raises(DaugError, match="not in augment.methods"):
         stage({**smoke_params, "augment": {**smoke_params["augment"], "methods": ["none"]}}, "zhenhuan", "ri")

@@ -7,7 +7,7 @@ import pytest
 
 from daug import DaugError
 from daug.augment._llm import clean, degenerate
-from daug.augment.driver import augment_records, make_method
+from daug.augment.apply import augment_records, make_method
 from daug.io import dumps
 from tests.chat_server import ChatServer
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sacrebleu import sentence_bleu
 
-from daug.augment.driver import augment_records
+from daug.augment.apply import augment_records
 from daug.augment.quality import distinct_n, embed, levenshtein, quality, self_bleu
 from daug.io import read_records
 from tests.conftest import REPO

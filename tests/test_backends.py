@@ -34,6 +34,33 @@ def test_unknown_backend_lists_valid_names():
         get_backend("gpt", {})
 
 
+def test_registry_accepts_only_subclasses_of_its_base():
+    from daug.backends import register
+    from daug.augment import register as register_method
+    from daug.backends.base import Backend
+
+    class NotABackend:
+        name = "stray"
+
+    with pytest.raises(DaugError, match=r"cannot register .*NotABackend.* as a backend: not a subclass of Backend"):
+        register(NotABackend)
+
+    class Nameless(Backend):
+        pass
+
+    with pytest.raises(DaugError, match=r"Nameless as a backend: it sets no `name`"):
+        register(Nameless)
+    with pytest.raises(DaugError, match=r"as a augmentation method: not a subclass of Method"):
+        register_method(type("local", (Backend,), {"name": "local2"}))
+    assert "stray" not in BACKENDS and "local2" not in BACKENDS
+
+
+def test_backend_params_keep_their_types():
+    with pytest.raises(DaugError, match=r"backend 'local': parameter 'batch_size' must be int, got True"):
+        get_backend("local", {"batch_size": True})
+    assert get_backend("openai", {"timeout": 30}).params["timeout"] == 30.0  # an int is a float setting
+
+
 def test_bad_backend_params_fail_before_any_work():
     with pytest.raises(DaugError, match=r"unknown parameter 'modle'.*valid parameters: .*model"):
         get_backend("local", {"modle": "x"})
@@ -142,8 +169,8 @@ def echo(body):
 
 
 def test_api_key_is_never_written_nor_logged(tmp_path, monkeypatch, capsys, caplog):
-    """End to end through the augment driver: output, metrics, cache and logs hold no key."""
-    from daug.augment.driver import augment_file
+    """End to end through daug.augment.apply: output, metrics, cache and logs hold no key."""
+    from daug.augment.apply import augment_file
     from daug.io import write_jsonl
 
     caplog.set_level(logging.DEBUG)

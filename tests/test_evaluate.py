@@ -10,7 +10,7 @@ import pytest
 
 from daug import DaugError
 from daug.cli import main
-from daug.evaluate import config, evaluate, load, prompts
+from daug.evaluate import config, load, prompts, stage
 from daug.io import read_records, write_jsonl
 from tests.conftest import REPO
 
@@ -53,8 +53,11 @@ def fp32_run(layout, tiny_model_dir, smoke_params, tmp_path_factory):
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["evaluate", DATASET, METHOD, "--params", str(params_file), "--base", str(tiny_model_dir),
-                     "--adapters", str(layout / "adapters"), "--data", str(layout / "data"), "--out", str(layout / "out")])
+        code = main(["evaluate", "--dataset", DATASET, "--method", METHOD, "--params", str(params_file),
+                     "--base", str(tiny_model_dir), "--adapter", str(layout / "adapters" / DATASET / METHOD),
+                     "--test", str(layout / "data" / DATASET / "test.jsonl"),
+                     "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(layout / "out"),
+                     "--timings", str(layout / "out" / "timings.json")])
     assert code == 0
     assert out.getvalue().startswith(f"{DATASET}/{METHOD}: n=5  bleu ")
     return params, json.loads((layout / "out" / f"{DATASET}-{METHOD}.json").read_text(encoding="utf-8"))
@@ -82,7 +85,9 @@ def test_writes_predictions_for_every_requested_example_and_the_metrics(fp32_run
     assert saved["bleu_tokenizer"] == "zh" and saved["rouge_tokenizer"] == "char"
     assert saved["max_new_tokens"] == 8 and saved["dtype"] == "float32"
     assert saved["adapter"].endswith(f"adapters/{DATASET}/{METHOD}")
-    assert set(saved["seconds"]) == {"load", "generate", "score", "val_loss", "total"}
+    assert "seconds" not in saved  # results only: the timings have their own file
+    timings = json.loads((layout / "out" / "timings.json").read_text(encoding="utf-8"))
+    assert set(timings["seconds"]) == {"load", "generate", "score", "val_loss", "total"}
 
 
 def test_score_cli_on_the_predictions_reproduces_the_metrics(fp32_run, layout, capsys):
@@ -91,10 +96,12 @@ def test_score_cli_on_the_predictions_reproduces_the_metrics(fp32_run, layout, c
     cfg = params["evaluate"]
     code = main(["score", str(layout / "out" / f"{DATASET}-{METHOD}.predictions.jsonl"),
                  "--bootstrap", str(cfg["bootstrap"]), "--seed", str(params["seed"])])
+    from daug.io import round_floats
+
     rescored = json.loads(capsys.readouterr().out)
     assert code == 0
     for m in ("bleu", "rouge1", "rouge2", "rougeL", "n"):
-        assert rescored[m] == metrics[m]
+        assert round_floats(rescored[m]) == metrics[m]  # the metrics file states METRIC_DECIMALS places
 
 
 def test_adapter_is_applied_and_merged_exactly(fp32_run, layout, tiny_model_dir, tokenizer, smoke_params):
@@ -127,12 +134,16 @@ def test_prompts_are_the_training_prompts(layout, tokenizer, smoke_params):
 
 def test_same_params_same_bytes(fp32_run, layout, tiny_model_dir):
     params, metrics = fp32_run
-    again = evaluate(params, DATASET, METHOD, base_dir=tiny_model_dir, adapters_dir=layout / "adapters",
-                     data_dir=layout / "data", out_dir=layout / "again", progress=False)
+    again = stage(params, DATASET, METHOD, base=tiny_model_dir, adapter=layout / "adapters" / DATASET / METHOD,
+                  test=layout / "data" / DATASET / "test.jsonl", val=layout / "data" / DATASET / "val.jsonl",
+                  out_dir=layout / "again", timings=layout / "again" / "timings.json", progress=False)
     name = f"{DATASET}-{METHOD}.predictions.jsonl"
     assert (layout / "again" / name).read_bytes() == (layout / "out" / name).read_bytes()
     differ = {k for k in metrics if metrics[k] != again[k]}
-    assert differ <= {"seconds", "predictions"}
+    assert differ <= {"predictions"}
+    again_file = json.loads((layout / "again" / f"{DATASET}-{METHOD}.json").read_text(encoding="utf-8"))
+    assert {k: v for k, v in again_file.items() if k != "predictions"} == {
+        k: v for k, v in metrics.items() if k != "predictions"}  # same inputs, same metrics file
 
 
 def test_missing_adapter_and_bad_params_are_clear_errors(layout, tiny_model_dir, smoke_params):

@@ -60,21 +60,22 @@ def write_study(root: Path, params: dict) -> None:
                 "counts": {"n_source": len(train), "n_augmented": len(augmented), "n_unchanged": 0},
                 "copy_rate": 0.0, "unchanged_rate": 0.0,
                 "fidelity": 1.0 - 0.05 * k, "edit_rate": 0.04 * k, "distinct_1": 0.5, "distinct_2": 0.8 + 0.01 * k,
-                "self_bleu": 2.0, "seconds": 1.5 + k})
+                "self_bleu": 2.0})
+            write_json(reports / "timings" / f"augment-{ds}-{method}.json", {"seconds": 1.5 + k})
             rows = [(s, "train", 2.2 - 0.01 * s) for s in range(0, 61, 5)]
             rows += [(s, "val", v) for s, v in zip((0, 20, 40, 60), val_losses(method))]
             (reports / "train").mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows, columns=["step", "split", "loss"]).to_csv(reports / "train" / f"{ds}-{method}.csv", index=False)
             write_json(reports / "train" / f"{ds}-{method}.json", {
                 "steps": 60, "examples": len(train), "epochs": 15.0, "train_loss_final": 1.6,
-                "val_loss_final": val_losses(method)[-1], "tokens": 12000 + k, "tokens_per_second": 150.0,
-                "truncated": 0, "seconds": 40.0 + k})
+                "val_loss_final": val_losses(method)[-1], "tokens": 12000 + k, "truncated": 0})
+            write_json(reports / "timings" / f"train-{ds}-{method}.json", {"seconds": 40.0 + k, "tokens_per_second": 150.0})
             score = SCORES[ds][method]
             cell = {"score": float(score), "ci_low": score - 2.0, "ci_high": score + 2.0}
             write_json(reports / "eval" / f"{ds}-{method}.json", {
                 "dataset": ds, "method": method, "n": len(test), **{m: cell for m in ("bleu", "rouge1", "rouge2", "rougeL")},
-                "val_loss": val_losses(method)[-1], "perplexity": 6.7, "replies_at_limit": 0,
-                "seconds": {"generate": 8.0, "total": 9.5 + k}})
+                "val_loss": val_losses(method)[-1], "perplexity": 6.7, "replies_at_limit": 0})
+            write_json(reports / "timings" / f"evaluate-{ds}-{method}.json", {"seconds": {"generate": 8.0, "total": 9.5 + k}})
             write_jsonl(reports / "eval" / f"{ds}-{method}.predictions.jsonl", [
                 {"id": r["id"], "instruction": r["instruction"], "input": r["input"], "reference": r["output"],
                  "prediction": r["output"][k:] or "……"} for r in test])
@@ -196,7 +197,7 @@ def test_missing_outputs_are_named_or_listed(built, study_params, tmp_path):
 
 def test_unknown_report_param_is_a_clear_error(study_params, tmp_path):
     params = {**study_params, "report": {"sample": 2}}
-    with pytest.raises(DaugError, match="report params: unknown key.*sample"):
+    with pytest.raises(DaugError, match="params report: unknown key.*sample"):
         build_report("smoke", params, tmp_path)
 
 
@@ -259,5 +260,6 @@ def test_wall_times_come_from_the_executed_stage_notebooks(built):
     times = provenance.wall_times(report.study, stage_times).set_index(["dataset", "method"])
     assert times.loc[("zhenhuan", "rd"), "train"] == 90.0  # the notebook's wall time, not the metrics'
     assert times.loc[("zhenhuan", "none"), "train"] == report.study.training.set_index(
-        ["dataset", "method"]).loc[("zhenhuan", "none"), "seconds"]  # no notebook: the stage's metrics
+        ["dataset", "method"]).loc[("zhenhuan", "none"), "seconds"]  # no notebook: the stage's timings file
+    assert times.loc[("zhenhuan", "none"), "train"] == 40.0
     assert "1.5 min over 1 stage notebooks" in report.html.read_text(encoding="utf-8")

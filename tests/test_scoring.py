@@ -8,6 +8,7 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from daug import DaugError
 from daug.cli import main
+from daug.io import round_floats
 from daug.scoring import (
     CharTokenizer,
     bootstrap_weights,
@@ -155,7 +156,7 @@ def test_score_cli_prints_one_json_object(tmp_path, corpus, capsys):
     code, stdout, stderr = _cli(capsys, path, "--bootstrap", 100, "--seed", 3, "--rouge-tokenizer", "jieba")
     assert code == 0, stderr
     out = json.loads(stdout)
-    assert out == score(preds[:40], refs[:40], rouge_tokenizer="jieba", bootstrap=100, seed=3)
+    assert out == round_floats(score(preds[:40], refs[:40], rouge_tokenizer="jieba", bootstrap=100, seed=3))
     assert out["n"] == 40 and out["rouge_tokenizer"] == "jieba" and out["bleu_tokenizer"] == "zh"
     assert set(out["bleu"]) == {"score", "ci_low", "ci_high"}
 

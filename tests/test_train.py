@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from daug import DaugError
 from daug.chat import messages, prompt_text
 from daug.io import read_records, write_jsonl
-from daug.train import encode_example, encode_records, train_stage, validation_loss
+from daug.train import encode_example, encode_records, stage, validation_loss
 from daug.training.data import IGNORE, batch_schedule, collate
 from daug.training.loop import TrainConfig
 from tests.conftest import REPO
@@ -61,18 +61,19 @@ def tiny_params(smoke_params, dropout: float = 0.1, **train) -> dict:
 
 def stage_paths(root: Path) -> dict:
     return {"out": root / "adapter", "runs": root / "runs", "report_csv": root / "loss.csv",
-            "report_json": root / "summary.json"}
+            "report_json": root / "summary.json", "report_timings": root / "timings.json"}
 
 
 def run_stage(params, root: Path, data: Path, base: Path) -> dict:
-    return train_stage(params, "zhenhuan", "none", data=data, val=data, base=base, **stage_paths(root))
+    return stage(params, "zhenhuan", "none", data=data, val=data, base=base, **stage_paths(root))
 
 
 def cli_args(params_file: Path, root: Path, data: Path, base: Path) -> list[str]:
     p = stage_paths(root)
     return ["-m", "daug", "train", "--params", str(params_file), "--dataset", "zhenhuan", "--method", "none",
             "--data", str(data), "--val", str(data), "--base", str(base), "--out", str(p["out"]),
-            "--runs", str(p["runs"]), "--report-csv", str(p["report_csv"]), "--report-json", str(p["report_json"])]
+            "--runs", str(p["runs"]), "--report-csv", str(p["report_csv"]), "--report-json", str(p["report_json"]),
+            "--report-timings", str(p["report_timings"])]
 
 
 def assert_same_adapter(a: Path, b: Path, atol: float) -> None:
@@ -126,7 +127,7 @@ def test_long_reply_is_cut_and_long_prompt_dropped_and_both_are_counted(tokenize
 
 
 def test_malformed_record_names_file_and_record(tokenizer):
-    with pytest.raises(DaugError, match=r"aug\.jsonl: record 2 \(x-2\): field 'output' must be a string"):
+    with pytest.raises(DaugError, match=r"aug\.jsonl: record 2 \(id 'x-2'\): missing field 'output'"):
         encode_records(tokenizer, [{"instruction": "a", "output": "b"}, {"id": "x-2", "instruction": "a"}],
                        SYSTEM, 64, source="aug.jsonl")
 
@@ -155,7 +156,7 @@ def test_fast_reply_loss_has_the_models_own_gradient(tiny_model_dir, tokenizer, 
     from daug.training.loss import ReplyLoss
 
     model = lora_model(tiny_model_dir, {"dtype": "float32"},
-                       {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, 0, "fp32",
+                       {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, 0, "float32",
                        torch.device("cpu"))
     model.get_base_model().config.final_logit_softcapping = softcap  # Gemma 2 style capping, if a model has it
     torch.manual_seed(1)
@@ -188,8 +189,35 @@ def test_batch_order_is_fixed_by_seed_and_groups_lengths():
 
 
 def test_unknown_train_key_is_a_clear_error():
-    with pytest.raises(DaugError, match="unknown keys stepz"):
+    with pytest.raises(DaugError, match=r"unknown key\(s\) stepz"):
         TrainConfig.from_params({"stepz": 3})
+
+
+def test_train_config_defaults_come_from_base_yaml_and_old_precisions_are_named():
+    from daug.params import defaults
+
+    assert vars(TrainConfig.from_params({})) == defaults()["train"]
+    assert TrainConfig.from_params({"steps": 7}).steps == 7
+    with pytest.raises(DaugError, match=r"train.precision: 'bf16' \(the old spelling of 'bfloat16'\); expected one "
+                                        r"of: float32, bfloat16"):
+        TrainConfig.from_params({"precision": "bf16"})
+
+
+def test_example_losses_are_per_example_in_input_order_and_batch_independent(tiny_model_dir, tokenizer, records):
+    from daug.basemodel import load_model
+    from daug.training.loss import example_losses
+
+    model = load_model(tiny_model_dir).eval()
+    examples = encode_records(tokenizer, records, SYSTEM, 64).examples
+    pad = tokenizer.pad_token_id
+    batched = example_losses(model, examples, pad, 3)
+    assert [e.id for e in batched] == [e.id for e in examples]
+    assert [e.tokens for e in batched] == [e.reply_tokens for e in examples]
+    for example, loss in zip(examples, batched):
+        alone = example_losses(model, [example], pad, 1)[0]
+        assert loss.loss == pytest.approx(alone.loss, rel=1e-5) and loss.loss > 0
+    mean = sum(e.loss for e in batched) / sum(e.tokens for e in batched)
+    assert validation_loss(model, tokenizer, records, SYSTEM, 64, 3) == pytest.approx(mean, rel=1e-12)
 
 
 # --- training runs ----------------------------------------------------------------------------------
@@ -205,10 +233,12 @@ def test_loss_decreases_and_outputs_are_written(trained):
     train = [float(x) for _, split, x in rows if split == "train"]
     assert val[-1] < val[0] - 0.05 and train[-1] < train[0] - 0.05  # it learns the 8 records
     on_disk = json.loads((root / "summary.json").read_text())
-    assert on_disk == json.loads(json.dumps(summary))
+    timings = json.loads((root / "timings.json").read_text())
+    assert on_disk == json.loads(json.dumps({k: v for k, v in summary.items() if k != "timings"}))
+    assert timings == summary["timings"] and not {"seconds", "tokens_per_second"} & set(on_disk)
     assert summary["steps"] == 24 and summary["examples"] + summary["dropped"] == 8
     assert summary["val_loss_final"] == pytest.approx(val[-1], abs=1e-6)
-    assert summary["tokens_per_second"] > 0 and summary["resumed_from"] == []
+    assert timings["tokens_per_second"] > 0 and summary["resumed_from"] == []
 
 
 def test_adapter_is_standard_peft_and_reproduces_the_final_val_loss(trained, tiny_model_dir, tokenizer, records):
@@ -263,35 +293,6 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     weights = load_file(tmp_path / "runs" / latest["dir"] / "adapter.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "loss.csv").exists()
-
-
-def test_4bit_path_prepares_for_kbit_training_and_trains_with_checkpointing(monkeypatch, tiny_model_dir, tokenizer, records):
-    """No CUDA here: stand in the tiny fp32 model for the NF4 load, run the rest of the QLoRA path."""
-    import daug.basemodel
-    from daug.training.loop import lora_model
-    from daug.training.loss import ReplyLoss
-
-    real_load = daug.basemodel.load_model
-    calls = []
-
-    def fake_4bit_load(path, dtype="float32", load_in_4bit=False, device_map="auto"):
-        calls.append((load_in_4bit, device_map, dtype))
-        model = real_load(path, "float32")
-        model.is_loaded_in_4bit = True  # what bitsandbytes loading sets; peft keys QLoRA preparation on it
-        return model
-
-    monkeypatch.setattr(daug.basemodel, "load_model", fake_4bit_load)
-    model = lora_model(tiny_model_dir, {"dtype": "bfloat16", "load_in_4bit": True},
-                       {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, 0, "bf16",
-                       torch.device("cpu"))
-    assert calls == [(True, {"": 0}, "bfloat16")]  # compute dtype from params, whole model on this process's device
-    assert model.get_base_model().is_activation_checkpointing
-    ids, mask, labels = collate(encode_records(tokenizer, records[:2], SYSTEM, 64).examples, tokenizer.pad_token_id)
-    model.train()
-    loss, count = ReplyLoss(model)(ids, mask, labels)
-    (loss / count).backward()
-    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]  # B starts at 0, so A gets none yet
-    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 # --- processes --------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 `LLMMethod` gathers the (job, field) items a method rewrites, sends them to the backend in one
 call per stage (the backend batches), and cleans every reply. Cleaning never retries: a reply that
 is empty, a copy, degenerate (the model looping) or an echo of the prompt falls back to the source
-text, so the driver flags the record `unchanged` and counts it.
+text, so daug.augment.apply flags the record `unchanged` and counts it.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import unicodedata
 from typing import ClassVar
 
 from daug import DaugError
-from daug.augment.base import FIELDS, Job, Method
+from daug.augment.base import Job, Method, copy_fields
 from daug.io import stable_hash
 
 _QUOTES = "\"'“”‘’「」『』《》"
@@ -99,4 +99,4 @@ class LLMMethod(Method):
 
     @staticmethod
     def copies(jobs: list[Job]) -> list[dict]:
-        return [{f: job.record.get(f) or "" for f in FIELDS} for job in jobs]
+        return [copy_fields(job.record) for job in jobs]

@@ -6,20 +6,20 @@ randomness: so output does not depend on batch size, order or worker count.
 
 Rule methods edit each requested field on its own: subclass `TextMethod`, implement
 `transform(text, rng)`. Model-based methods set `uses_backend = True`, take the backend's name
-from their `backend` param (the driver builds it with `daug.backends.get_backend`) and override
-`augment` to work on whole batches. The driver reads two optional backend attributes:
+from their `backend` param (daug.augment.apply builds it with `daug.backends.get_backend`) and override
+`augment` to work on whole batches. daug.augment.apply reads two optional backend attributes:
 `describe()` -> {"name", "model"} for provenance, and `batch_size`, the jobs per `augment` call.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from daug import DaugError
 from daug.io import stable_hash
-
-FIELDS = ("instruction", "input", "output")  # the record fields a method may produce
+from daug.records import FIELDS  # the record fields a method may produce
+from daug.registry import plugin_defaults, resolve_params
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,12 @@ def job_seed(seed: int, dataset: str | None, method: str, params: dict, record_i
     return stable_hash(seed, dataset, method, params, record_id, k)
 
 
-def _type_ok(value: Any, default: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, type(default))
-
-
 class Method:
-    """One augmentation method. Subclasses set `name` and `defaults` and register themselves with
-    `@daug.augment.register`."""
+    """One augmentation method. Subclasses set `name` and register themselves with
+    `@daug.augment.register`; their params and defaults are the `augment.<name>` block of
+    params/base.yaml (see `daug.registry.plugin_defaults`)."""
 
     name: ClassVar[str]
-    defaults: ClassVar[dict] = {}      # method params and their defaults, e.g. {"p": 0.1}
     uses_backend: ClassVar[bool] = False
     baseline: ClassVar[bool] = False   # True only for `none`: the output is the originals alone
 
@@ -63,18 +51,7 @@ class Method:
     @classmethod
     def resolve(cls, params: dict | None) -> dict:
         """Defaults merged with `params`, validated. Raises DaugError before any work is done."""
-        params = dict(params or {})
-        unknown = sorted(set(params) - set(cls.defaults))
-        if unknown:
-            valid = f"valid parameters: {', '.join(sorted(cls.defaults))}" if cls.defaults else "it takes no parameters"
-            raise DaugError(f"method {cls.name!r}: unknown parameter {unknown[0]!r}; {valid}")
-        merged = {**cls.defaults, **params}
-        for key, value in merged.items():
-            if not _type_ok(value, cls.defaults[key]):
-                raise DaugError(f"method {cls.name!r}: parameter {key!r} must be {type(cls.defaults[key]).__name__}, "
-                                f"got {value!r}")
-            if isinstance(cls.defaults[key], float) and isinstance(value, int):
-                merged[key] = float(value)  # p=1 and p=1.0 are one setting, with one seed
+        merged = resolve_params(f"method {cls.name!r}", plugin_defaults("augment", cls), params)
         if "p" in merged and not 0.0 <= merged["p"] <= 1.0:
             raise DaugError(f"method {cls.name!r}: p must be in [0, 1], got {merged['p']}")
         cls.check(merged)
@@ -106,7 +83,7 @@ class TextMethod(Method):
         return [self.augment_one(job) for job in jobs]
 
     def augment_one(self, job: Job) -> dict:
-        out = {f: job.record.get(f) or "" for f in FIELDS}
+        out = copy_fields(job.record)
         for field in job.fields:
             text = out[field]
             if text.strip():  # empty or whitespace-only text has nothing to edit
@@ -115,6 +92,11 @@ class TextMethod(Method):
 
     def transform(self, text: str, rng: random.Random) -> str:
         raise NotImplementedError
+
+
+def copy_fields(record: dict) -> dict:
+    """The record's text fields as a method result that changes nothing (absent fields are "")."""
+    return {f: record.get(f) or "" for f in FIELDS}
 
 
 def edit_count(p: float, n_words: int) -> int:

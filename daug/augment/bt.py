@@ -16,7 +16,6 @@ from daug.backends.base import LANGUAGES, TRANSLATION_EXAMPLES
 @register
 class BackTranslation(LLMMethod):
     name = "bt"
-    defaults = {"backend": "local", "pivot": "en", "temperature": 0.0}
     needs_chat = False
 
     def __init__(self, params=None, backend=None, dataset=None):

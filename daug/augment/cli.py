@@ -1,7 +1,11 @@
-"""`python -m daug augment INPUT OUTPUT --method M ...`: augment a file of records with one method.
+"""`python -m daug augment`: the augment stage, or one method over a file of records.
 
-Defaults come from params.yaml (section `augment`, the method's block, `backends`, `seed`) when
-that file exists, so the CLI and the DVC stage agree; flags override them.
+    python -m daug augment [--dataset D] [--method M] [--params FILE]    the stage (daug/paths.py files)
+    python -m daug augment INPUT OUTPUT --method M [options]             file to file
+
+In the file form, defaults come from params.yaml (section `augment`, the method's block, `backends`,
+`seed`) when that file exists, so the CLI and the DVC stage agree; flags override them. The stage
+form takes everything from params, as the DVC stage does.
 """
 from __future__ import annotations
 
@@ -24,9 +28,12 @@ def _max_records(text: str):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("input", help="records to augment (.jsonl or .json array with id/instruction/input/output)")
-    parser.add_argument("output", help="output .jsonl: the inputs plus N_AUG augmented copies each, with provenance")
-    parser.add_argument("--method", required=True, help="augmentation method (see README: none, rd, ri, rs, sr, ...)")
+    parser.add_argument("input", nargs="?", help="file form: records to augment (.jsonl or .json array with "
+                        "id/instruction/input/output); leave out for the stage form")
+    parser.add_argument("output", nargs="?", help="file form: output .jsonl, the inputs plus N_AUG augmented copies "
+                        "each, with provenance")
+    parser.add_argument("--method", help="augmentation method (see README: none, rd, ri, rs, sr, ...); stage form: "
+                        "one of augment.methods (default: every one)")
     parser.add_argument("--p", type=float, help="proportion of words to edit (rd, ri, rs, sr)")
     parser.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="any other method parameter, e.g. -P top_k=10 (repeatable)")
@@ -34,7 +41,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed (params: seed, else 0)")
     parser.add_argument("--fields", help="comma-separated fields rule methods edit (params: augment.fields)")
     parser.add_argument("--backend", help="backend for model-based methods (a key of params `backends`)")
-    parser.add_argument("--dataset", help="dataset name: part of every record's seed; model methods use its character")
+    parser.add_argument("--dataset", help="dataset name: part of every record's seed; model methods use its "
+                        "character; stage form: a key of `datasets` (default: every one)")
     parser.add_argument("--max-records", type=str, help="augment only the first N records, or 'all' "
                         "(params: augment.max_records)")
     parser.add_argument("--batch-size", type=int, help="jobs per method call (does not change the output)")
@@ -57,11 +65,36 @@ def _method_params(args, section: dict) -> dict:
     return params
 
 
+# options of the file form only: the stage form takes these from params, as dvc.yaml's stage does
+FILE_OPTIONS = ("p", "n_aug", "seed", "fields", "backend", "max_records", "batch_size", "metrics")
+
+
+def run_stage(args) -> int:
+    from daug import params as P
+    from daug.augment.apply import stage
+    from daug.cli import stage_runs
+
+    given = [f"--{o.replace('_', '-')}" for o in FILE_OPTIONS if getattr(args, o) is not None] + (["-P"] if args.param else [])
+    if given or args.output:
+        raise DaugError(f"{', '.join(given) or 'OUTPUT'}: only for the file form (augment INPUT OUTPUT --method M)")
+    params = P.load(args.params)
+    for dataset, method in stage_runs(params, args.dataset, args.method):
+        doc = stage(params, dataset, method, progress=not args.quiet)
+        c = doc["counts"]
+        print(f"{dataset}/{method}: {c['n_output']} records = {c['n_source']} source + {c['n_augmented']} "
+              f"{method} ({c['n_unchanged']} unchanged) in {doc['timings']['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from daug import params as P
     from daug.augment import get_method
-    from daug.augment.driver import augment_file
+    from daug.augment.apply import augment_file
 
+    if args.input is None:
+        return run_stage(args)
+    if args.output is None or args.method is None:
+        raise DaugError("the file form needs INPUT OUTPUT --method M")
     params = P.load(args.params) if Path(args.params).exists() else {}
     section = params.get("augment") or {}
     get_method(args.method)  # unknown method: fail first, with the valid choices
@@ -79,5 +112,5 @@ def run(args) -> int:
     c = doc["counts"]
     limited = f" (first {c['n_source']} of {c['n_input']}: max_records)" if c["n_source"] < c["n_input"] else ""
     print(f"{args.output}: {c['n_output']} records = {c['n_source']} source{limited} + {c['n_augmented']} "
-          f"{args.method} ({c['n_unchanged']} unchanged) in {doc['seconds']:.1f} s", file=sys.stderr)
+          f"{args.method} ({c['n_unchanged']} unchanged) in {doc['timings']['seconds']:.1f} s", file=sys.stderr)
     return 0

@@ -3,7 +3,7 @@ same kind with different content, then answers it in the character's voice: the 
 prompt sets the role and the source dialogue turn is the demonstration of the voice.
 
 Sampling (`temperature`, `top_p`) gives variety; each stage is seeded per job. If either stage
-comes back empty, as a copy or degenerate, the record is kept unchanged (flagged by the driver).
+comes back empty, as a copy or degenerate, the record is kept unchanged (flagged by daug.augment.apply).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ ASKER = "对方"
 @register
 class Expand(LLMMethod):
     name = "expand"
-    defaults = {"backend": "local", "temperature": 0.7, "top_p": 0.9}
 
     def augment(self, jobs):
         backend = self.require_backend()

@@ -3,14 +3,14 @@ compares against."""
 from __future__ import annotations
 
 from daug.augment import register
-from daug.augment.base import Method
+from daug.augment.base import Method, copy_fields
+from daug.records import ORIGINAL
 
 
 @register
 class NoAugmentation(Method):
-    name = "none"
-    defaults: dict = {}
-    baseline = True  # the driver writes the originals and no augmented copies
+    name = ORIGINAL  # the baseline's output is the original records, which carry this method name
+    baseline = True  # daug.augment.apply writes the originals and no augmented copies
 
     def augment(self, jobs):
-        return [{f: job.record.get(f) or "" for f in ("instruction", "input", "output")} for job in jobs]
+        return [copy_fields(job.record) for job in jobs]

@@ -31,7 +31,6 @@ def level(intensity: float) -> tuple[str, tuple]:
 @register
 class Paraphrase(LLMMethod):
     name = "pg"
-    defaults = {"backend": "local", "intensity": 0.5, "top_p": 0.9}
 
     def augment(self, jobs):
         backend = self.require_backend()

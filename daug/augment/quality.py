@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from daug.records import FIELDS, ORIGINAL, record_text
+
 SELF_BLEU_SAMPLE = 1000
 DIGITS = 4  # metrics are rounded: embeddings differ in the last float32 bits across batchings
 
@@ -33,10 +35,6 @@ def embed(texts: list[str]) -> np.ndarray:
     if not texts:
         return np.zeros((0, 512), dtype=np.float32)
     return np.asarray(_encoder().encode(list(texts)), dtype=np.float32)
-
-
-def record_text(record: dict) -> str:
-    return "\n".join(t for t in (record.get(f) or "" for f in ("instruction", "input", "output")) if t)
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -133,8 +131,8 @@ def _round(x):
 
 def quality(records: list[dict]) -> dict:
     """Quality metrics of one augment output (see the module docstring)."""
-    sources = {r["id"]: r for r in records if r.get("method") == "none"}
-    augmented = [r for r in records if r.get("method") != "none"]
+    sources = {r["id"]: r for r in records if r.get("method") == ORIGINAL}
+    augmented = [r for r in records if r.get("method") != ORIGINAL]
     source_texts = [record_text(r) for r in sources.values()]
     out = {"fidelity": None, "edit_rate": None, "copy_rate": None, "unchanged_rate": None}
     if augmented:
@@ -142,8 +140,8 @@ def quality(records: list[dict]) -> dict:
         aug = [record_text(r) for r in augmented]
         e = embed(src + aug)
         cos = np.einsum("ij,ij->i", e[:len(src)], e[len(src):])
-        known = {tuple(r.get(f) or "" for f in ("instruction", "input", "output")) for r in sources.values()}
-        copies = sum(tuple(r.get(f) or "" for f in ("instruction", "input", "output")) in known for r in augmented)
+        known = {tuple(r.get(f) or "" for f in FIELDS) for r in sources.values()}
+        copies = sum(tuple(r.get(f) or "" for f in FIELDS) in known for r in augmented)
         out.update(
             fidelity=_round(cos.mean()),
             edit_rate=_round(np.mean([levenshtein(s, a) / max(1, len(s)) for s, a in zip(src, aug)])),
@@ -156,10 +154,10 @@ def quality(records: list[dict]) -> dict:
 
 def examples(records: list[dict], n: int = 8) -> list[dict]:
     """The first n augmented records next to their sources, for a quick look in the notebook."""
-    sources = {r["id"]: r for r in records if r.get("method") == "none"}
+    sources = {r["id"]: r for r in records if r.get("method") == ORIGINAL}
     rows = []
     for r in records:
-        if r.get("method") == "none":
+        if r.get("method") == ORIGINAL:
             continue
         src = sources[r["source_id"]]
         rows.append({"id": r["id"], "unchanged": r.get("unchanged"),

@@ -15,7 +15,6 @@ from daug.augment.words import is_word, tokens
 @register
 class RandomDeletion(TextMethod):
     name = "rd"
-    defaults = {"p": 0.1}
 
     def transform(self, text: str, rng: random.Random) -> str:
         toks = tokens(text)

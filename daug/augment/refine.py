@@ -17,7 +17,6 @@ EXAMPLES = (
 @register
 class Refine(LLMMethod):
     name = "refine"
-    defaults = {"backend": "local", "temperature": 0.0}
 
     def augment(self, jobs):
         backend = self.require_backend()

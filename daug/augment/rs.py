@@ -15,7 +15,6 @@ from daug.augment.words import is_word, tokens
 @register
 class RandomSwap(TextMethod):
     name = "rs"
-    defaults = {"p": 0.1}
 
     def transform(self, text: str, rng: random.Random) -> str:
         toks = list(tokens(text))

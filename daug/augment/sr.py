@@ -26,7 +26,6 @@ POS_PREFIXES = ("v", "a")  # verbs (v, vd, vn, vg, vi, vq) and adjectives (a, ad
 @register
 class SynonymReplacement(TextMethod):
     name = "sr"
-    defaults = {"p": 0.1, "min_similarity": 0.6, "top_k": 5}
 
     @classmethod
     def check(cls, params: dict) -> None:

@@ -2,7 +2,7 @@
 
 jieba is initialised once, quietly, and is deterministic (its dictionary is fixed and its HMM
 decoding has no randomness). Segmentations are cached per text, so the n_aug copies and the fields
-of one record pay once. `clear_caches()` empties them (benchmarks measure cold runs).
+of one record pay once.
 """
 from __future__ import annotations
 
@@ -94,9 +94,3 @@ def stopwords() -> frozenset[str]:
     """The Synonyms library's Chinese stop-word list (1,667 words)."""
     text = (synonyms_data_dir() / "stopwords.txt").read_text(encoding="utf-8")
     return frozenset(w.strip() for w in text.splitlines() if w.strip())
-
-
-def clear_caches() -> None:
-    tokens.cache_clear()
-    tagged.cache_clear()
-    _detail.cache_clear()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 from daug import DaugError
+from daug.registry import plugin_defaults, resolve_params
 
 # Parallel example sentences for translation tasks: any two of these languages make a pair.
 LANGUAGES = {"zh": "中文", "en": "英文", "ja": "日文"}
@@ -56,24 +57,6 @@ def one_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
-def resolve_params(kind: str, defaults: dict, params: dict | None) -> dict:
-    """Defaults merged with params; unknown keys and wrong types fail listing the valid keys."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise DaugError(f"backend {kind!r}: unknown parameter {unknown[0]!r}; valid parameters: "
-                        f"{', '.join(sorted(defaults))}")
-    merged = {**defaults, **params}
-    for key, value in merged.items():
-        default = defaults[key]
-        ok = (default is None or value is None or
-              (isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float) else
-               isinstance(value, type(default))))
-        if not ok:
-            raise DaugError(f"backend {kind!r}: parameter {key!r} must be {type(default).__name__}, got {value!r}")
-    return merged
-
-
 def positive(kind: str, params: dict, *keys: str) -> None:
     for key in keys:
         if not params[key] > 0:
@@ -82,11 +65,10 @@ def positive(kind: str, params: dict, *keys: str) -> None:
 
 class Backend:
     name: ClassVar[str]
-    defaults: ClassVar[dict] = {}
     can_chat: ClassVar[bool] = True   # False for translation-only backends (marian)
 
     def __init__(self, params: dict | None = None):
-        self.params = resolve_params(self.name, self.defaults, params)
+        self.params = resolve_params(f"backend {self.name!r}", plugin_defaults("backends", type(self)), params)
         self.check(self.params)
 
     def check(self, params: dict) -> None:

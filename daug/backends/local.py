@@ -34,8 +34,6 @@ def _load(model: str, dtype: str, device: str):
 @register
 class LocalBackend(Backend):
     name = "local"
-    defaults = {"model": "models/base", "batch_size": 16, "max_new_tokens": 64, "dtype": "float32",
-                "prompt_style": "plain", "max_prompt_tokens": 512, "device": "auto"}
 
     def __init__(self, params: dict | None = None):
         super().__init__(params)

@@ -14,8 +14,6 @@ from daug.backends.base import Backend, one_line, positive
 @register
 class MarianBackend(Backend):
     name = "marian"
-    defaults = {"zh_en": "Helsinki-NLP/opus-mt-zh-en", "en_zh": "Helsinki-NLP/opus-mt-en-zh", "batch_size": 16,
-                "max_new_tokens": 128}
     can_chat = False
 
     def __init__(self, params: dict | None = None):

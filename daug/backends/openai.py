@@ -33,9 +33,6 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 @register
 class OpenAIBackend(Backend):
     name = "openai"
-    defaults = {"base_url": "http://127.0.0.1:8000/v1", "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
-                "timeout": 60.0, "max_retries": 5, "backoff": 1.0, "concurrency": 4, "max_new_tokens": 128,
-                "cache_dir": ".cache/daug/openai"}
 
     def __init__(self, params: dict | None = None):
         super().__init__(params)

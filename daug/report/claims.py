@@ -43,7 +43,6 @@ class Claim:
     comparisons: tuple[tuple[str, str, str], ...] = ()  # (x, ">" | ">=", y); empty for the loss claim
 
 
-PAPER_METHODS = ("rd", "ri", "rs", "sr", "bt", "pg")
 CLAIMS = (
     Claim("bt_sr_highest", "Back translation (bt) and synonym replacement (sr) score highest", "4.2.1, 4.2.2",
           tuple((x, ">", y) for x in ("bt", "sr") for y in ("rd", "ri", "rs", "pg"))),

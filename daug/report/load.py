@@ -1,8 +1,9 @@
-"""Reading the pipeline's outputs for the report: the one place that knows their paths and fields.
+"""Reading the pipeline's outputs for the report: the one place that knows their fields.
 
-Every upstream stage writes one file per dataset x method (see dvc.yaml). The loaders turn them
-into tidy pandas tables; if a stage renames a field, this module is the one edit. A missing file
-is recorded in `Study.missing` (the report lists it, and `report.strict` makes it an error).
+Every upstream stage writes one file per dataset x method, where daug/paths.py says. The loaders
+turn them into tidy pandas tables; if a stage renames a field, this module is the one edit. A
+missing output is recorded in `Study.missing` (the report lists it, and `report.strict` makes it an
+error). Wall times come from each run's timings file (not a metric); a missing one is no error.
 """
 from __future__ import annotations
 
@@ -14,50 +15,13 @@ import pandas as pd
 
 from daug import DaugError
 from daug.io import iter_jsonl, read_json
+from daug.paths import Paths
+from daug.records import ORIGINAL
+from daug.scoring import METRICS, perplexity as _perplexity
 
-METRICS = ("bleu", "rouge1", "rouge2", "rougeL")
 METRIC_LABELS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 AUGMENT_STATS = ("n_source", "n_augmented", "n_unchanged", "unchanged_rate", "copy_rate", "fidelity",
                  "edit_rate", "distinct_1", "distinct_2", "self_bleu")
-ORIGINAL = "none"  # the `method` field of original (not augmented) records
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where each stage leaves its outputs, relative to the repository root."""
-
-    root: Path
-    profile: str
-
-    def reports(self, *parts: str) -> Path:
-        return self.root / "reports" / self.profile / Path(*parts)
-
-    def manifest(self, ds: str) -> Path:
-        return self.root / "data/prepared" / ds / "manifest.json"
-
-    def prepared(self, ds: str, split: str) -> Path:
-        return self.root / "data/prepared" / ds / f"{split}.jsonl"
-
-    def augmented(self, ds: str, method: str) -> Path:
-        return self.root / "data/augmented" / ds / f"{method}.jsonl"
-
-    def augment_metrics(self, ds: str, method: str) -> Path:
-        return self.reports("augment", f"{ds}-{method}.json")
-
-    def train_curve(self, ds: str, method: str) -> Path:
-        return self.reports("train", f"{ds}-{method}.csv")
-
-    def train_metrics(self, ds: str, method: str) -> Path:
-        return self.reports("train", f"{ds}-{method}.json")
-
-    def eval_metrics(self, ds: str, method: str) -> Path:
-        return self.reports("eval", f"{ds}-{method}.json")
-
-    def predictions(self, ds: str, method: str) -> Path:
-        return self.reports("eval", f"{ds}-{method}.predictions.jsonl")
-
-    def notebook(self, name: str, suffix: str = ".html") -> Path:
-        return self.reports("notebooks", name + suffix)
 
 
 @dataclass
@@ -87,7 +51,7 @@ class Study:
 
 
 def seconds(value) -> float | None:
-    """A stage's wall time: metrics give either a number or a breakdown with a `total`."""
+    """A stage's wall time: its timings file gives either a number or a breakdown with a `total`."""
     if isinstance(value, dict):
         value = value.get("total", sum(v for v in value.values() if isinstance(v, (int, float))))
     return float(value) if isinstance(value, (int, float)) else None
@@ -111,13 +75,17 @@ def load_manifest(path: Path) -> dict:
     return manifest
 
 
-def augment_row(ds: str, method: str, m: dict) -> dict:
+def _timings(path: Path) -> dict:
+    return read_json(path) if path.exists() else {}
+
+
+def augment_row(ds: str, method: str, m: dict, timings: dict) -> dict:
     backend = m.get("backend")
     if isinstance(backend, dict):
         backend = " / ".join(str(backend[k]) for k in ("name", "model") if backend.get(k))
     counts = m.get("counts") or {}  # the augment stage nests the record counts
     return {"dataset": ds, "method": method, "backend": backend or "rules",
-            **{k: _number(m.get(k, counts.get(k))) for k in AUGMENT_STATS}, "seconds": seconds(m.get("seconds"))}
+            **{k: _number(m.get(k, counts.get(k))) for k in AUGMENT_STATS}, "seconds": seconds(timings.get("seconds"))}
 
 
 def load_curve(path: Path, ds: str, method: str) -> pd.DataFrame:
@@ -134,11 +102,11 @@ def load_curve(path: Path, ds: str, method: str) -> pd.DataFrame:
     return frame
 
 
-def training_row(ds: str, method: str, m: dict, curve: pd.DataFrame | None) -> dict:
+def training_row(ds: str, method: str, m: dict, curve: pd.DataFrame | None, timings: dict) -> dict:
     row = {"dataset": ds, "method": method, "steps": _number(m.get("steps")), "examples": _number(m.get("examples")),
            "epochs": _number(m.get("epochs")), "tokens": _number(m.get("tokens")),
-           "tokens_per_s": _number(m.get("tokens_per_second", m.get("tokens/s"))),
-           "truncated": _number(m.get("truncated")), "seconds": seconds(m.get("seconds"))}
+           "tokens_per_s": _number(timings.get("tokens_per_second")),
+           "truncated": _number(m.get("truncated")), "seconds": seconds(timings.get("seconds"))}
     if curve is not None:
         for split in ("train", "val"):
             c = curve[curve.split == split].sort_values("step")
@@ -160,25 +128,24 @@ def score_rows(ds: str, method: str, m: dict) -> list[dict]:
     return rows
 
 
-def evaluation_row(ds: str, method: str, m: dict) -> dict:
+def evaluation_row(ds: str, method: str, m: dict, timings: dict) -> dict:
     val_loss = _number(m.get("val_loss"))
     perplexity = _number(m.get("perplexity"))
-    if perplexity is None and val_loss is not None and val_loss < 700:
-        perplexity = math.exp(val_loss)
+    if perplexity is None and val_loss is not None:
+        perplexity = _perplexity(val_loss)
     return {"dataset": ds, "method": method, "n": _number(m.get("n")), "val_loss": val_loss,
             "perplexity": perplexity, "replies_at_limit": _number(m.get("replies_at_limit")),
-            "seconds": seconds(m.get("seconds"))}
+            "seconds": seconds(timings.get("seconds"))}
 
 
 def load_study(params: dict, root: str | Path = ".") -> Study:
     """Load every output the report needs for the datasets and methods named in `params`."""
-    profile = params.get("profile") or "cpu"
+    paths = Paths.of(params, root)
     datasets = list(params.get("datasets") or {})
     methods = list((params.get("augment") or {}).get("methods") or [])
     if not datasets or not methods:
         raise DaugError("params: the report needs `datasets` and `augment.methods`")
-    paths = Paths(Path(root), profile)
-    study = Study(profile, datasets, methods)
+    study = Study(paths.profile, datasets, methods)
     augment, curves, training, scores, evaluation = [], [], [], [], []
     for ds in datasets:
         if paths.manifest(ds).exists():
@@ -187,7 +154,7 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
             study.missing.append(str(paths.manifest(ds)))
         for method in methods:
             if (m := _read(paths.augment_metrics(ds, method), study.missing)) is not None:
-                augment.append(augment_row(ds, method, m))
+                augment.append(augment_row(ds, method, m, _timings(paths.timings("augment", ds, method))))
             curve = None
             if paths.train_curve(ds, method).exists():
                 curve = load_curve(paths.train_curve(ds, method), ds, method)
@@ -195,10 +162,10 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
             else:
                 study.missing.append(str(paths.train_curve(ds, method)))
             if (m := _read(paths.train_metrics(ds, method), study.missing)) is not None:
-                training.append(training_row(ds, method, m, curve))
+                training.append(training_row(ds, method, m, curve, _timings(paths.timings("train", ds, method))))
             if (m := _read(paths.eval_metrics(ds, method), study.missing)) is not None:
                 scores.extend(score_rows(ds, method, m))
-                evaluation.append(evaluation_row(ds, method, m))
+                evaluation.append(evaluation_row(ds, method, m, _timings(paths.timings("evaluate", ds, method))))
             if paths.predictions(ds, method).exists():
                 study.predictions[(ds, method)] = list(iter_jsonl(paths.predictions(ds, method)))
             else:

@@ -137,7 +137,7 @@ def header(study: Study, params: dict, stage_times: dict[str, float], root: str 
 
 def wall_times(study: Study, stage_times: dict[str, float]) -> pd.DataFrame:
     """Seconds per stage for each dataset x method: the executed stage notebook's wall time (from
-    `stage_times`, as `stage_seconds` returns), or where there is none, the stage's own metrics."""
+    `stage_times`, as `stage_seconds` returns), or where there is none, the stage's timings file."""
     frames = []
     for stage, frame in (("augment", study.augment), ("train", study.training), ("evaluate", study.evaluation)):
         if len(frame) and "seconds" in frame:

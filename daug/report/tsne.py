@@ -15,13 +15,9 @@ import numpy as np
 import pandas as pd
 
 from daug.io import iter_jsonl, stable_hash
+from daug.records import record_text
 from daug.report.load import Paths, augmented_records, original_records
 
-def record_text(record: dict, max_chars: int) -> str:
-    """What is embedded: the text the fidelity metric embeds (instruction, input, reply), cut short."""
-    from daug.augment.quality import record_text as text
-
-    return text(record)[:max_chars]
 
 
 def sample(records: list[dict], n: int, seed: int) -> list[dict]:
@@ -64,7 +60,8 @@ def points(paths: Paths, ds: str, methods: list[str], cfg: dict, seed: int,
                           "id": [r.get("id") for _, _, r in rows]})
     if len(rows) < 5:  # t-SNE needs a handful of points; the figure then shows what there is
         return frame.assign(x=np.nan, y=np.nan)
-    vectors = embed_unique([record_text(r, cfg["max_chars"]) for _, _, r in rows], embed or default_embed,
+    # what is embedded: the text the fidelity metric embeds (instruction, input, reply), cut short
+    vectors = embed_unique([record_text(r)[:cfg["max_chars"]] for _, _, r in rows], embed or default_embed,
                            cfg["batch_size"])
     perplexity = min(float(cfg["perplexity"]), (len(rows) - 1) / 3)
     # One OpenMP thread: the map is identical either way, and when other processes share the cores

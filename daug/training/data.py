@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from daug import DaugError
 from daug.chat import messages, prompt_text, reply_suffix
+from daug.records import check_records
 
 IGNORE = -100  # label of tokens the loss skips (torch cross_entropy's ignore_index)
-FIELDS = ("instruction", "output")  # required strings; `input` is optional
 
 
 @dataclass
@@ -42,16 +42,6 @@ class Encoded:
                 "tokens": sum(len(e.input_ids) for e in self.examples)}
 
 
-def check_record(record, where: str) -> None:
-    if not isinstance(record, dict):
-        raise DaugError(f"{where}: expected an object with instruction/input/output, got {type(record).__name__}")
-    for key in FIELDS:
-        if not isinstance(record.get(key), str):
-            raise DaugError(f"{where}: field {key!r} must be a string")
-    if not isinstance(record.get("input") or "", str):
-        raise DaugError(f"{where}: field 'input' must be a string")
-
-
 def encode_example(tokenizer, record: dict, system_prompt: str | None, max_length: int) -> Example | None:
     """One record as a training example, or None when its prompt alone leaves no room for a reply."""
     examples = encode_records(tokenizer, [record], system_prompt, max_length).examples
@@ -61,9 +51,7 @@ def encode_example(tokenizer, record: dict, system_prompt: str | None, max_lengt
 def encode_records(tokenizer, records: list[dict], system_prompt: str | None, max_length: int,
                    source: str = "records") -> Encoded:
     """Encode every record; DaugError names `source` and the record for malformed input."""
-    for i, record in enumerate(records):
-        rid = record.get("id") if isinstance(record, dict) else None
-        check_record(record, f"{source}: record {i + 1}" + (f" ({rid})" if rid else ""))
+    check_records(records, source)
     suffix = reply_suffix(tokenizer)
     prompts = tokenizer([prompt_text(tokenizer, messages(r, system_prompt)) for r in records]).input_ids
     replies = tokenizer([r["output"] + suffix for r in records], add_special_tokens=False).input_ids

@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,36 +26,39 @@ from tqdm.auto import tqdm
 
 from daug import DaugError
 from daug.io import read_json, write_json
-from daug.training.data import Encoded, batch_schedule, collate, micro_batches
-from daug.training.loss import ReplyLoss, autocast
+from daug.training.data import Encoded, Example, batch_schedule, collate, micro_batches
+from daug.training.loss import PRECISIONS, ReplyLoss, autocast, example_losses, loss_sums, mean_loss
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """params.yaml `train`: the budget every method gets."""
-    steps: int = 60
-    batch_size: int = 8             # examples per optimizer step (global, over all processes)
-    micro_batch_size: int = 0       # examples per forward pass; 0 = the whole (per-process) batch
-    learning_rate: float = 2e-4
-    warmup_steps: int = 0           # linear warm-up, then linear decay to 0 at `steps`
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 256           # tokens per example (prompt + reply); longer replies are cut
-    log_every: int = 5              # train loss rows: the mean over the last log_every steps
-    eval_every: int = 20            # validation loss rows (also at step 0 and at the last step)
-    val_examples: int = 64          # the first N validation records (the split is already random)
-    checkpoint_every: int = 0       # 0 = at each evaluation
-    precision: str = "fp32"         # fp32 | bf16 (autocast; frozen weights stored in bf16)
+    """params.yaml `train`: the budget every method gets. The defaults and the meaning of each
+    key live in params/base.yaml (`train`); this is their typed, checked form."""
+    steps: int
+    batch_size: int           # examples per optimizer step (global, over all processes)
+    micro_batch_size: int     # examples per forward pass; 0 = the whole (per-process) batch
+    learning_rate: float
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    max_length: int
+    log_every: int
+    eval_every: int
+    val_examples: int
+    checkpoint_every: int     # 0 = at each evaluation
+    precision: str            # float32 | bfloat16 (frozen weights in bfloat16 + autocast)
 
     @classmethod
     def from_params(cls, train: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(train) - known)
-        if unknown:
-            raise DaugError(f"params train: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        cfg = cls(**train)
-        if cfg.precision not in ("fp32", "bf16"):
-            raise DaugError(f"params train.precision: {cfg.precision!r}, expected fp32 or bf16")
+        """From a params `train` section (base.yaml's defaults filled in, unknown keys rejected)."""
+        from daug.params import section
+
+        cfg = cls(**section({"train": train}, "train"))
+        if cfg.precision not in PRECISIONS:
+            old = {"fp32": "float32", "bf16": "bfloat16"}.get(cfg.precision)
+            hint = f" (the old spelling of {old!r})" if old else ""
+            raise DaugError(f"params train.precision: {cfg.precision!r}{hint}; "
+                            f"expected one of: {', '.join(PRECISIONS)}")
         if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every) < 1:
             raise DaugError("params train: steps, batch_size, max_length, log_every and eval_every must be >= 1")
         return cfg
@@ -92,9 +95,10 @@ def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: s
     from daug.basemodel import load_model
 
     four_bit = bool(model_params.get("load_in_4bit"))
-    dtype = "bfloat16" if precision == "bf16" and not four_bit else model_params.get("dtype", "float32")
-    model = load_model(base_dir, dtype=dtype, load_in_4bit=four_bit,
-                       **({"device_map": {"": device.index or 0}} if four_bit else {}))
+    dtype = "bfloat16" if precision == "bfloat16" and not four_bit else model_params.get("dtype", "float32")
+    # 4-bit: the whole model on this process's device (quantised as it loads; bitsandbytes runs on CPU too)
+    place = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    model = load_model(base_dir, dtype=dtype, load_in_4bit=four_bit, **({"device_map": place} if four_bit else {}))
     if four_bit:  # QLoRA: fp32 norms, input grads for checkpointing through frozen 4-bit layers
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -186,120 +190,145 @@ def _all_sum(values: list[float], world: int) -> list[float]:
 
 # --- the loop ----------------------------------------------------------------------------------------
 
-def _loss_sums(loss_fn, examples, pad_id, device, batch_size, precision) -> tuple[float, int]:
-    total, count = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        ids, mask, labels = (t.to(device) for t in collate(examples[start:start + batch_size], pad_id))
-        with autocast(precision):
-            loss, n = loss_fn(ids, mask, labels)
-        total, count = total + loss.item(), count + int(n)
-    return total, count
+def evaluate(model, loss_fn, val: Encoded, pad_id, cfg: TrainConfig, rank: int, world: int) -> float:
+    """Validation loss per reply token, each process scoring its share of the length-sorted examples."""
+    mine = sorted(val.examples, key=lambda e: len(e.input_ids))[rank::world]
+    losses = example_losses(model, mine, pad_id, cfg.micro_batch_size or cfg.batch_size, precision=cfg.precision,
+                            loss_fn=loss_fn)
+    total, count = loss_sums(losses)
+    return mean_loss(*_all_sum([total, float(count)], world))
 
 
-def evaluate(model, loss_fn, val: Encoded, pad_id, device, cfg: TrainConfig, rank: int, world: int) -> float:
-    """Validation loss per reply token, each process scoring its share of the examples."""
-    examples = sorted(val.examples, key=lambda e: len(e.input_ids))[rank::world]
-    model.eval()
-    with torch.no_grad():
-        total, count = _loss_sums(loss_fn, examples, pad_id, device, cfg.micro_batch_size or cfg.batch_size, cfg.precision)
-    model.train()
-    total, count = _all_sum([total, float(count)], world)
-    return total / count if count else float("nan")
+def new_progress() -> dict:
+    """What a checkpoint carries besides weights and optimizer state; the loss log and counters."""
+    return {"step": 0, "log": [], "seconds": 0.0, "eval_seconds": 0.0, "tokens": 0, "reply_tokens": 0,
+            "padded_tokens": 0, "resumed_from": [],
+            "window": [0.0, 0.0]}  # loss sum and reply tokens since the last train row
+
+
+class _Run:
+    """One training run: the model, its optimizer and schedule, and the progress it has made."""
+
+    def __init__(self, model, tokenizer, train: Encoded, val: Encoded, cfg: TrainConfig, seed: int,
+                 run_dir: Path, fingerprint: str, rank: int, world: int, device):
+        if cfg.batch_size < world:
+            raise DaugError(f"train.batch_size {cfg.batch_size} is smaller than the number of processes {world}")
+        self.model, self.val, self.cfg = model, val, cfg
+        self.run_dir, self.fingerprint = Path(run_dir), fingerprint
+        self.rank, self.world, self.device = rank, world, device
+        self.examples = train.examples
+        self.schedule = batch_schedule([len(e.input_ids) for e in self.examples], cfg.batch_size, cfg.steps, seed)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        warm, steps = max(cfg.warmup_steps, 0), cfg.steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+        self.loss_fn = ReplyLoss(model)
+        self.step_fn = self.loss_fn
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.step_fn = torch.nn.parallel.DistributedDataParallel(self.loss_fn, device_ids=ids)
+        self.pad_id = tokenizer.pad_token_id
+        self.progress = new_progress()
+
+    def resume(self) -> None:
+        """Continue from the run's checkpoint when its fingerprint matches (weights, optimizer, RNG, log)."""
+        ckpt = load_checkpoint(self.run_dir, self.fingerprint)
+        if ckpt is None:
+            return
+        with torch.no_grad():
+            named = dict(self.model.named_parameters())
+            for name, tensor in ckpt["weights"].items():
+                named[name].copy_(tensor)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"][self.rank], self.device)
+        self.progress = {k: ckpt[k] for k in self.progress}
+        self.progress["resumed_from"] = self.progress["resumed_from"] + [self.progress["step"]]
+
+    def validate(self, step: int) -> None:
+        started = time.perf_counter()
+        loss = evaluate(self.model, self.loss_fn, self.val, self.pad_id, self.cfg, self.rank, self.world)
+        self.progress["log"].append({"step": step, "split": "val", "loss": loss})
+        self.progress["eval_seconds"] += time.perf_counter() - started
+
+    def step(self, step: int, batch: list[Example]) -> tuple[float, int]:
+        """One optimizer step on `batch` (this process takes its share): (global loss sum, padded tokens)."""
+        global_reply = sum(e.reply_tokens for e in batch)
+        mine = batch[self.rank::self.world]
+        micros = micro_batches(mine, self.cfg.micro_batch_size or len(mine))
+        loss_sum, padded = 0.0, 0
+        for k, micro in enumerate(micros):
+            ids, mask, labels = (t.to(self.device) for t in collate(micro, self.pad_id))
+            sync = self.world == 1 or k == len(micros) - 1
+            with (contextlib.nullcontext() if sync else self.step_fn.no_sync()), autocast(self.cfg.precision):
+                loss, _ = self.step_fn(ids, mask, labels)
+                # DDP averages gradients over processes: scale so the result is the global token mean
+                (loss * (self.world / global_reply)).backward()
+            loss_sum += loss.item()
+            padded += ids.numel()
+        loss_sum, padded = _all_sum([loss_sum, float(padded)], self.world)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        if not (math.isfinite(loss_sum) and torch.isfinite(grad_norm)):
+            raise self._diverged(step, loss_sum / global_reply, float(grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, int(padded)
+
+    def _diverged(self, step: int, loss: float, grad_norm: float) -> DaugError:
+        latest = read_json(self.run_dir / LATEST) if (self.run_dir / LATEST).exists() else None
+        kept = (f"last good checkpoint: {self.run_dir / latest['dir']} (step {latest['step']})" if latest
+                else "no checkpoint yet")
+        return DaugError(f"step {step}: training loss is {loss:.4g} and gradient norm {grad_norm:.4g}; "
+                         f"stopped ({kept}). Lower train.learning_rate or check the data")
+
+    def record(self, step: int, seconds: float, batch: list[Example], loss_sum: float, padded: int) -> None:
+        """Count the step; add a train-loss row every log_every steps (and at the last)."""
+        progress, cfg = self.progress, self.cfg
+        global_reply = sum(e.reply_tokens for e in batch)
+        progress["step"] = step
+        progress["seconds"] += seconds
+        progress["tokens"] += sum(len(e.input_ids) for e in batch)
+        progress["reply_tokens"] += global_reply
+        progress["padded_tokens"] += padded
+        window = progress["window"] = [progress["window"][0] + loss_sum, progress["window"][1] + global_reply]
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            progress["log"].append({"step": step, "split": "train", "loss": window[0] / window[1]})
+            progress["window"] = [0.0, 0.0]
+
+    def checkpoint(self, step: int) -> None:
+        """Every process's RNG state to rank 0, which writes the checkpoint; the others wait."""
+        rngs = _gather(_rng_state(self.device), self.world)
+        if self.rank == 0:
+            save_checkpoint(self.run_dir, self.fingerprint, step, self.model, self.optimizer, self.scheduler,
+                            self.progress, rngs)
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 def train_loop(model, tokenizer, train: Encoded, val: Encoded, cfg: TrainConfig, seed: int, run_dir: Path,
                fingerprint: str, rank: int = 0, world: int = 1, device=torch.device("cpu")) -> dict:
     """Train `model` (a peft model) in place. Returns the loss log and counters; resumes from run_dir."""
-    if cfg.batch_size < world:
-        raise DaugError(f"train.batch_size {cfg.batch_size} is smaller than the number of processes {world}")
-    run_dir = Path(run_dir)
-    examples = train.examples
-    schedule = batch_schedule([len(e.input_ids) for e in examples], cfg.batch_size, cfg.steps, seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    warm = max(cfg.warmup_steps, 0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm)))
-    loss_fn = ReplyLoss(model)
-    step_fn = loss_fn
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        step_fn = torch.nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
-    pad_id = tokenizer.pad_token_id
+    run = _Run(model, tokenizer, train, val, cfg, seed, run_dir, fingerprint, rank, world, device)
+    run.resume()
+    if run.progress["step"] == 0 and not run.progress["log"]:
+        run.validate(0)
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
-
-    progress = {"step": 0, "log": [], "seconds": 0.0, "eval_seconds": 0.0, "tokens": 0, "reply_tokens": 0,
-                "padded_tokens": 0, "resumed_from": [],
-                "window": [0.0, 0.0]}  # loss sum and reply tokens since the last train row
-    ckpt = load_checkpoint(run_dir, fingerprint)
-    if ckpt is not None:
-        with torch.no_grad():
-            named = dict(model.named_parameters())
-            for name, tensor in ckpt["weights"].items():
-                named[name].copy_(tensor)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"][rank], device)
-        progress = {k: ckpt[k] for k in progress}
-        progress["resumed_from"] = progress["resumed_from"] + [progress["step"]]
-    log = progress["log"]
-
-    def validate(step: int) -> None:
-        started = time.perf_counter()
-        log.append({"step": step, "split": "val", "loss": evaluate(model, loss_fn, val, pad_id, device, cfg, rank, world)})
-        progress["eval_seconds"] += time.perf_counter() - started
-
-    if progress["step"] == 0 and not log:
-        validate(0)
-
     model.train()
-    bar = tqdm(total=cfg.steps, initial=progress["step"], desc="train", disable=rank != 0)
-    for step in range(progress["step"] + 1, cfg.steps + 1):
-        started = time.perf_counter()
-        batch = [examples[i] for i in schedule[step - 1]]
-        global_reply = sum(e.reply_tokens for e in batch)
-        mine = batch[rank::world]
-        micros = micro_batches(mine, cfg.micro_batch_size or len(mine))
-        loss_sum, padded = 0.0, 0
-        for k, micro in enumerate(micros):
-            ids, mask, labels = (t.to(device) for t in collate(micro, pad_id))
-            sync = world == 1 or k == len(micros) - 1
-            with (contextlib.nullcontext() if sync else step_fn.no_sync()), autocast(cfg.precision):
-                loss, _ = step_fn(ids, mask, labels)
-                # DDP averages gradients over processes: scale so the result is the global token mean
-                (loss * (world / global_reply)).backward()
-            loss_sum += loss.item()
-            padded += ids.numel()
-        loss_sum, padded = _all_sum([loss_sum, float(padded)], world)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if not (math.isfinite(loss_sum) and torch.isfinite(grad_norm)):
-            latest = read_json(run_dir / LATEST) if (run_dir / LATEST).exists() else None
-            kept = f"last good checkpoint: {run_dir / latest['dir']} (step {latest['step']})" if latest else "no checkpoint yet"
-            bar.close()
-            raise DaugError(f"step {step}: training loss is {loss_sum / global_reply:.4g} and gradient norm "
-                            f"{float(grad_norm):.4g}; stopped ({kept}). Lower train.learning_rate or check the data")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        progress["step"] = step
-        progress["seconds"] += time.perf_counter() - started
-        progress["tokens"] += sum(len(e.input_ids) for e in batch)
-        progress["reply_tokens"] += global_reply
-        progress["padded_tokens"] += int(padded)
-        window = progress["window"] = [progress["window"][0] + loss_sum, progress["window"][1] + global_reply]
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log.append({"step": step, "split": "train", "loss": window[0] / window[1]})
-            progress["window"] = [0.0, 0.0]
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            validate(step)
-        if step % every_ckpt == 0 or step == cfg.steps:
-            rngs = _gather(_rng_state(device), world)
-            if rank == 0:
-                save_checkpoint(run_dir, fingerprint, step, model, optimizer, scheduler, progress, rngs)
-            if world > 1:
-                torch.distributed.barrier()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / global_reply:.3f}")
-    bar.close()
-    return progress
+    bar = tqdm(total=cfg.steps, initial=run.progress["step"], desc="train", disable=rank != 0)
+    try:
+        for step in range(run.progress["step"] + 1, cfg.steps + 1):
+            started = time.perf_counter()
+            batch = [run.examples[i] for i in run.schedule[step - 1]]
+            loss_sum, padded = run.step(step, batch)
+            run.record(step, time.perf_counter() - started, batch, loss_sum, padded)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                run.validate(step)
+            if step % every_ckpt == 0 or step == cfg.steps:
+                run.checkpoint(step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / sum(e.reply_tokens for e in batch):.3f}")
+    finally:
+        bar.close()
+    return run.progress

@@ -10,12 +10,15 @@ runs. The result equals the usual causal-LM loss with -100 labels (tests check v
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daug.training.data import IGNORE, collate, encode_records
+from daug import DaugError
+from daug.training.data import IGNORE, Example, collate, encode_records
 
 CHUNK = 256  # reply tokens per head chunk: 256 x 262k fp32 logits = 268 MB
 
@@ -24,6 +27,16 @@ def unwrap(model):
     """The transformers model inside peft/DDP wrappers."""
     model = getattr(model, "module", model)  # DDP
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def head_log_probs(hidden, weight, softcap):
+    """(log-softmax of the capped logits hidden @ weight.T in float32, tanh of the cap or None)."""
+    logits = (hidden @ weight.T).float()
+    capped = None
+    if softcap:
+        capped = torch.tanh(logits / softcap)
+        logits = capped * softcap
+    return torch.log_softmax(logits, dim=-1), capped
 
 
 class FrozenHeadCrossEntropy(torch.autograd.Function):
@@ -37,11 +50,7 @@ class FrozenHeadCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], chunk):
             t = targets[s:s + chunk]
-            logits = (h[s:s + chunk] @ weight.T).float()
-            if softcap:
-                capped = torch.tanh(logits / softcap)
-                logits = capped * softcap
-            logp = torch.log_softmax(logits, dim=-1)
+            logp, capped = head_log_probs(h[s:s + chunk], weight, softcap)
             total -= logp.gather(1, t[:, None]).sum()
             if want_grad:  # d loss / d logits = softmax - one_hot; then through the cap and the head
                 probs = logp.exp_()
@@ -74,51 +83,113 @@ class ReplyLoss(nn.Module):
         self.head = lm.get_output_embeddings()
         self.softcap = getattr(lm.config, "final_logit_softcapping", None)
 
-    def forward(self, input_ids, attention_mask, labels):
+    def _reply_positions(self, input_ids, attention_mask, labels):
+        """(hidden states that predict a reply token, those tokens, the reply-token mask)."""
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        selected = hidden[:, :-1][keep]
-        if not self.head.weight.requires_grad and getattr(self.head, "bias", None) is None:
-            return FrozenHeadCrossEntropy.apply(selected, self.head.weight, targets[keep], self.softcap, CHUNK), keep.sum()
+        return hidden[:, :-1][keep], targets[keep], keep
+
+    def _frozen_head(self) -> bool:
+        return not self.head.weight.requires_grad and getattr(self.head, "bias", None) is None
+
+    def _trainable_head_logits(self, selected):
         logits = self.head(selected)  # a trainable head (e.g. peft modules_to_save): plain autograd
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        return loss, keep.sum()
+        return logits.float()
+
+    def forward(self, input_ids, attention_mask, labels):
+        selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
+        if self._frozen_head():
+            return FrozenHeadCrossEntropy.apply(selected, self.head.weight, targets, self.softcap, CHUNK), keep.sum()
+        return F.cross_entropy(self._trainable_head_logits(selected), targets, reduction="sum"), keep.sum()
+
+    @torch.no_grad()
+    def per_example(self, input_ids, attention_mask, labels):
+        """(summed reply-token loss per row as float64, reply tokens per row): no gradient.
+
+        Token losses are float32 as in `forward`; each row sums its own in float64, so a row's
+        value does not depend on which rows share its batch (up to the forward pass's rounding).
+        """
+        selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
+        rows = keep.nonzero()[:, 0]  # the row of each selected position, in `selected`'s order
+        sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=selected.device)
+        weight = self.head.weight
+        for s in range(0, selected.shape[0], CHUNK):
+            hidden, t = selected[s:s + CHUNK], targets[s:s + CHUNK]
+            if self._frozen_head():
+                nll = -head_log_probs(hidden.to(weight.dtype), weight, self.softcap)[0].gather(1, t[:, None])[:, 0]
+            else:
+                nll = F.cross_entropy(self._trainable_head_logits(hidden), t, reduction="none")
+            sums.index_add_(0, rows[s:s + CHUNK], nll.double())
+        return sums, keep.sum(dim=1)
+
+
+PRECISIONS = ("float32", "bfloat16")  # train.precision: the dtype vocabulary of model.dtype & co.
 
 
 def autocast(precision: str):
-    """bf16 autocast on CPU (or CUDA) when asked; fp32 otherwise."""
-    if precision == "bf16":
+    """bfloat16 autocast on CPU (or CUDA) when asked; float32 otherwise."""
+    if precision not in PRECISIONS:  # e.g. the old "bf16", which would silently run in float32
+        raise DaugError(f"precision {precision!r}: expected one of: {', '.join(PRECISIONS)}")
+    if precision == "bfloat16":
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class ExampleLoss:
+    id: str
+    loss: float   # the loss summed over the example's reply tokens
+    tokens: int   # its reply tokens (those kept after truncation)
+
+
+def example_losses(model, examples: list[Example], pad_id: int, batch_size: int, *, precision: str = "float32",
+                   loss_fn: ReplyLoss | None = None) -> list[ExampleLoss]:
+    """THE validation loss: each example's summed reply-token loss and reply-token count, in input order.
+
+    Examples run in batches of similar length (stable sort by token count: little padding); the
+    model is in eval mode meanwhile. `loss_fn` reuses a ReplyLoss already built over `model`.
+    """
+    loss_fn = loss_fn or ReplyLoss(model)
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    out: list[ExampleLoss | None] = [None] * len(examples)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            ids, mask, labels = (t.to(device) for t in collate([examples[i] for i in rows], pad_id))
+            with autocast(precision):
+                sums, counts = loss_fn.per_example(ids, mask, labels)
+            for i, total, n in zip(rows, sums.tolist(), counts.tolist()):
+                out[i] = ExampleLoss(examples[i].id, total, int(n))
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def loss_sums(losses: list[ExampleLoss]) -> tuple[float, int]:
+    """(total loss, total reply tokens): an exact sum, so independent of the examples' order."""
+    return math.fsum(e.loss for e in losses), sum(e.tokens for e in losses)
+
+
+def mean_loss(total: float, tokens: float) -> float:
+    """Loss per reply token; NaN when no reply token remains."""
+    return total / tokens if tokens else float("nan")
+
+
 def validation_loss(model, tokenizer, records: list[dict], system_prompt: str | None, max_length: int,
-                    batch_size: int, *, precision: str = "fp32") -> float:
+                    batch_size: int, *, precision: str = "float32") -> float:
     """Mean loss per reply token over `records`, with the training stage's formatting and masking.
 
     Examples are encoded exactly as for training (truncated replies count their kept tokens; an
-    example whose prompt fills max_length is skipped) and batched by length for speed; the result
+    example whose prompt fills max_length is skipped) and scored by `example_losses`; the result
     does not depend on batch_size beyond float rounding. NaN when no reply token remains.
     """
     encoded = encode_records(tokenizer, records, system_prompt, max_length, source="validation records")
-    examples = sorted(encoded.examples, key=lambda e: len(e.input_ids))
-    loss_fn = ReplyLoss(model)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    try:
-        for start in range(0, len(examples), batch_size):
-            ids, mask, labels = (t.to(device) for t in collate(examples[start:start + batch_size], tokenizer.pad_token_id))
-            with autocast(precision):
-                loss, n = loss_fn(ids, mask, labels)
-            total += loss.item()
-            count += int(n)
-    finally:
-        model.train(was_training)
-    return total / count if count else float("nan")
+    losses = example_losses(model, encoded.examples, tokenizer.pad_token_id, batch_size, precision=precision)
+    return mean_loss(*loss_sums(losses))

@@ -1,4 +1,5 @@
-"""Run one method over a set of records: the guarantees live here, not in the methods.
+"""Apply one augmentation method to a set of records (and the augment stage): the guarantees live
+here, not in the methods.
 
 - Output = every source record (method "none") followed by its n_aug augmented copies, so
   len(out) == n_source * (1 + n_aug) (n_aug is 0 for the `none` baseline). Each output record
@@ -16,7 +17,9 @@ from pathlib import Path
 from daug import DaugError
 from daug.augment import get_method
 from daug.augment.base import FIELDS, Job, Method, job_seed
-from daug.io import read_records, write_json, write_jsonl
+from daug.io import read_records, write_json, write_jsonl, write_metrics
+from daug.paths import Paths
+from daug.records import ORIGINAL, check_records
 
 PROVENANCE = ("source_id", "method", "aug_index", "params", "backend", "unchanged")
 DEFAULT_BATCH = 256
@@ -67,27 +70,6 @@ def make_method(name: str, params: dict | None = None, *, backend: str | None = 
     return cls(resolved, backend=instance, dataset=dataset)
 
 
-def check_records(records: list, source: str = "input") -> list[dict]:
-    """Structural checks (DaugError naming the file and record); text content is never rejected."""
-    seen = set()
-    for i, r in enumerate(records, 1):
-        where = f"{source}: record {i}"
-        if not isinstance(r, dict):
-            raise DaugError(f"{where}: not an object ({type(r).__name__})")
-        rid = r.get("id")
-        if not isinstance(rid, str) or not rid:
-            raise DaugError(f"{where}: no string 'id' (augment reads prepared splits: run `python -m daug prepare`)")
-        if rid in seen:
-            raise DaugError(f"{where}: duplicate id {rid!r}")
-        seen.add(rid)
-        for f in FIELDS:
-            if f not in r and f != "input":
-                raise DaugError(f"{where} (id {rid!r}): missing field {f!r}")
-            if f in r and not isinstance(r[f], str):
-                raise DaugError(f"{where} (id {rid!r}): field {f!r} is {type(r[f]).__name__}, not a string")
-    return records
-
-
 def _out_record(src: dict, rid: str, fields: dict, provenance: dict) -> dict:
     rec = {"id": rid, **{f: fields.get(f, "") for f in FIELDS}}
     rec.update((k, v) for k, v in src.items() if k not in rec and k not in PROVENANCE)
@@ -111,7 +93,8 @@ def augment_records(records: list[dict], method: str | Method, params: dict | No
         method = make_method(method, params, backend=backend, backends=backends, dataset=ds)
     name, resolved = method.name, method.params
     n_input = len(records)
-    records = check_records(records[:max_records] if max_records is not None else records, source)
+    records = check_records(records[:max_records] if max_records is not None else records, source,
+                            require_id=True)
     n_aug = 0 if method.baseline else n_aug
     ds_name = ds["name"] if ds else None
     jobs = [Job(r, k, job_seed(seed, ds_name, name, resolved, r["id"], k), fields)
@@ -136,7 +119,7 @@ def augment_records(records: list[dict], method: str | Method, params: dict | No
     by_source = iter(results)
     for r in records:
         rid = r["id"]
-        out_records.append(_out_record(r, rid, r, {"source_id": rid, "method": "none", "aug_index": None,
+        out_records.append(_out_record(r, rid, r, {"source_id": rid, "method": ORIGINAL, "aug_index": None,
                                                    "params": {}, "backend": None, "unchanged": False}))
         n_empty += n_aug * sum(not (r.get(f) or "").strip() for f in fields)
         for k in range(n_aug):
@@ -169,7 +152,8 @@ def augment_file(input: str | Path, output: str | Path, method: str, params: dic
                  batch_size: int | None = None, max_records: int | None = None, progress: bool = False,
                  metrics: str | Path | None = None, metrics_extra: dict | None = None) -> dict:
     """Augment a JSON/JSONL file of records into a JSONL file; with `metrics`, also measure quality
-    and write the metrics JSON. Returns that document (counts always, quality with `metrics`)."""
+    and write the metrics JSON. Returns that document (counts always, quality with `metrics`), with
+    the wall time (not a metric) under `timings`."""
     input = Path(input)
     fields = check_fields(fields)
     for name, value in (("n_aug", n_aug), ("max_records", max_records), ("batch_size", batch_size)):
@@ -186,27 +170,32 @@ def augment_file(input: str | Path, output: str | Path, method: str, params: dic
     doc = {"dataset": ds["name"] if ds else None, "method": built.name, "backend": built.describe_backend(),
            "params": built.params, "n_aug": stats["n_aug"], "fields": list(fields), "seed": seed,
            "max_records": max_records, "counts": {k: v for k, v in stats.items() if k != "seconds"},
-           "seconds": stats["seconds"], **(metrics_extra or {})}
+           **(metrics_extra or {})}
     if metrics is not None:
         from daug.augment.quality import quality
 
         doc.update(quality(records))
-        write_json(metrics, doc)
-    return doc
+        doc = write_metrics(metrics, doc)
+    return {**doc, "timings": {"seconds": stats["seconds"]}}
 
 
-def stage(params: dict, dataset: str, method: str, progress: bool = True) -> dict:
-    """The DVC `augment` stage for one dataset x method (paths as in dvc.yaml)."""
+def stage(params: dict, dataset: str | None = None, method: str | None = None, progress: bool = True) -> dict:
+    """The augment stage for one dataset x method: the prepared train split -> the augmented file,
+    its metrics and its timings (daug/paths.py). Returns the metrics, with the timings under `timings`."""
     from daug.params import dataset as dataset_entry
 
+    if not dataset or not method:
+        raise DaugError("augment: needs a dataset and a method (--dataset D --method M)")
     section = params.get("augment") or {}
     ds = dataset_entry(params, dataset)
     if method not in (section.get("methods") or []):
         raise DaugError(f"method {method!r} is not in augment.methods ({', '.join(section.get('methods') or [])})")
-    return augment_file(
-        f"data/prepared/{dataset}/train.jsonl", f"data/augmented/{dataset}/{method}.jsonl", method,
+    paths = Paths.of(params)
+    doc = augment_file(
+        paths.prepared(dataset, "train"), paths.augmented(dataset, method), method,
         section.get(method) or {}, n_aug=section.get("n_aug", 1), seed=params.get("seed", 0), dataset=ds,
         fields=section.get("fields", ["instruction", "output"]), backends=params.get("backends"),
         max_records=section.get("max_records"), progress=progress,
-        metrics=f"reports/{params.get('profile', 'default')}/augment/{dataset}-{method}.json",
-        metrics_extra={"profile": params.get("profile")})
+        metrics=paths.augment_metrics(dataset, method), metrics_extra={"profile": params.get("profile")})
+    write_json(paths.timings("augment", dataset, method), doc["timings"])
+    return doc

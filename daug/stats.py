@@ -1,0 +1,286 @@
+"""Paired statistics for comparing two methods scored on the same test examples.
+
+Definitions (docs/report.md explains them with worked examples):
+  paired difference  statistic(A) - statistic(B), both computed on the same test examples.
+  paired bootstrap   each resample draws n test examples with replacement, the SAME indices for
+                     both methods (Koehn 2004), and recomputes the difference; the example-to-example
+                     variation that both methods share cancels, which is where the power comes from.
+  two-level          with several training seeds per method, each resample also draws, independently
+                     per method, that method's seeds with replacement; the statistic is the mean over
+                     the drawn seeds of the per-seed statistic on the drawn examples.
+  corpus statistic   a metric that is not a mean of per-example values (corpus BLEU) is computed from
+                     per-example sufficient statistics: `statistic` maps their sum over the drawn
+                     examples, shape (..., k), to the metric, shape (...).
+  interval           percentile interval of the resampled differences at level 1 - alpha.
+  p-value            two-sided, by inverting the percentile interval: twice the share of resampled
+                     differences on the far side of 0 (with a +1 correction), capped at 1. So
+                     p <= alpha exactly when the 1 - alpha interval excludes 0, up to that correction.
+  se                 standard deviation of the resampled differences.
+  Holm               step-down adjusted p-values over a family of m comparisons; intervals of the family
+                     are Bonferroni intervals at level 1 - alpha/m (see `simultaneous_alpha`).
+  MDE                smallest true difference that the family's interval would exclude 0 for with
+                     probability `power`: (z_{1 - alpha/(2m)} + z_power) * se (normal approximation).
+  precision reached  the interval's half-width.
+Verdicts (`superiority`, `non_inferiority`, `equivalence`) are pure functions of an interval, a margin
+and the metric's direction, so a caller cannot get the sign of a loss wrong.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Callable, Mapping
+
+import numpy as np
+
+from daug.scoring import bootstrap_weights
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, EQUIVALENT = "supported", "contradicted", "inconclusive", "equivalent"
+
+# A corpus statistic: summed per-example statistics (..., k) -> metric (...), vectorised.
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+_SEED_STREAM = 1  # seeds are drawn from a stream separate from the example draws (see two_level_bootstrap)
+
+
+# --- bootstrap -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BootstrapDifference:
+    """The observed statistics of A and B and the resampled differences A - B."""
+
+    a: float             # statistic of A on all test examples (mean over A's seeds)
+    b: float
+    samples: np.ndarray  # (n_resamples,) resampled differences A - B
+    n: int               # test examples
+    n_seeds_a: int
+    n_seeds_b: int
+
+    @property
+    def diff(self) -> float:
+        return self.a - self.b
+
+    @property
+    def se(self) -> float:
+        """Bootstrap standard error of the difference."""
+        return float(np.std(self.samples, ddof=1)) if len(self.samples) > 1 else 0.0
+
+    def interval(self, alpha: float = 0.05) -> tuple[float, float]:
+        """Percentile interval at level 1 - alpha."""
+        low, high = np.percentile(self.samples, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        return float(low), float(high)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value: 2 * (1 + resamples on the far side of 0) / (1 + resamples), capped at 1."""
+        far = min(np.sum(self.samples <= 0), np.sum(self.samples >= 0))
+        return float(min(1.0, 2 * (1 + far) / (1 + len(self.samples))))
+
+
+def _per_seed(x, name: str, corpus: bool) -> np.ndarray:
+    """`x` as (seeds, examples, k): k = 1 for per-example values, the statistics' width for a corpus metric."""
+    x = np.asarray(x)
+    want = 3 if corpus else 2
+    if x.ndim != want or 0 in x.shape:
+        shape = "(seeds, examples, k)" if corpus else "(seeds, examples)"
+        raise ValueError(f"{name}: expected a non-empty array of shape {shape}, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: values must be finite numbers")
+    return x if corpus else x[:, :, None].astype(float)
+
+
+def two_level_bootstrap(a, b, *, n_resamples: int, seed: int, statistic: Statistic | None = None) -> BootstrapDifference:
+    """Paired over examples, independent over each method's training seeds.
+
+    a: (seeds_a, n) per-example values, or (seeds_a, n, k) per-example statistics with `statistic`
+    mapping their sum over examples (..., k) to the metric (...). b likewise, same n, same example
+    order. Without `statistic` the metric is the mean over examples. Each resample draws n example
+    indices (shared by A and B: the same draws as `daug.scoring.bootstrap_weights(n, n_resamples,
+    seed)`, i.e. as the score CIs) and, for each method, its seeds with replacement.
+
+    With few seeds the seed level is a rough estimate: a bootstrap over s seeds has (s-1)/s of the
+    variance of the seed mean (half with 2 seeds), so more seeds give a more honest interval.
+    """
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    corpus = statistic is not None
+    a, b = _per_seed(a, "a", corpus), _per_seed(b, "b", corpus)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"a and b must score the same examples: shapes {a.shape} and {b.shape}")
+    n = a.shape[1]
+    stat = statistic or (lambda summed: summed[..., 0] / n)
+    counts = bootstrap_weights(n, n_resamples, seed)  # (R, n) times each example is drawn
+    seed_rng = np.random.default_rng([seed, _SEED_STREAM])
+
+    def resampled(x: np.ndarray) -> tuple[float, np.ndarray]:
+        seeds, _, k = x.shape
+        weights = counts if np.issubdtype(x.dtype, np.integer) else counts.astype(float)  # exact integer sums
+        summed = (weights @ x.transpose(1, 0, 2).reshape(n, seeds * k)).reshape(n_resamples, seeds, k)
+        per_seed = np.asarray(stat(summed), dtype=float)  # (R, seeds)
+        if per_seed.shape != (n_resamples, seeds):
+            raise ValueError(f"statistic must map summed statistics (..., k) to (...); got shape {per_seed.shape}")
+        drawn = seed_rng.integers(0, seeds, size=(n_resamples, seeds))
+        observed = float(np.mean(stat(x.sum(axis=1))))
+        return observed, np.take_along_axis(per_seed, drawn, axis=1).mean(axis=1)
+
+    obs_a, samples_a = resampled(a)
+    obs_b, samples_b = resampled(b)
+    return BootstrapDifference(obs_a, obs_b, samples_a - samples_b, n, a.shape[0], b.shape[0])
+
+
+def paired_bootstrap(a, b, *, n_resamples: int, seed: int, statistic: Statistic | None = None) -> BootstrapDifference:
+    """The paired bootstrap of one run each: a, b are (n,) per-example values or (n, k) statistics.
+
+    Exactly `two_level_bootstrap` with one seed per method (the seed level then draws nothing).
+    """
+    return two_level_bootstrap(np.asarray(a)[None], np.asarray(b)[None], n_resamples=n_resamples, seed=seed,
+                               statistic=statistic)
+
+
+def rowwise(scalar: Callable[[np.ndarray], float]) -> Statistic:
+    """A vectorised `Statistic` from a function of one summed-statistics vector (k,), e.g. corpus BLEU."""
+    return lambda summed: np.apply_along_axis(scalar, -1, summed)
+
+
+# --- multiple comparisons and power --------------------------------------------------------------
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values, in the input order.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)).
+    Rejecting where adjusted p <= alpha controls the family-wise error rate at alpha.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
+        raise ValueError(f"p-values must be a 1-D sequence of numbers in [0, 1], got {pvalues!r}")
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(stepped)
+    return adjusted
+
+
+def simultaneous_alpha(alpha: float, n_comparisons: int) -> float:
+    """Per-interval alpha for a family of m comparisons: alpha / m (Bonferroni).
+
+    The m intervals then hold simultaneously with probability >= 1 - alpha. It is conservative and
+    matches Holm's first (strictest) step; Holm-adjusted p-values can reject a few comparisons whose
+    Bonferroni interval still touches 0, and verdicts follow the interval (the stricter of the two).
+    """
+    if n_comparisons < 1:
+        raise ValueError(f"n_comparisons must be >= 1, got {n_comparisons}")
+    return alpha / n_comparisons
+
+
+def minimum_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8, n_comparisons: int = 1) -> float:
+    """(z_{1 - alpha/(2m)} + z_power) * se: the true difference detected with probability `power`."""
+    z = NormalDist().inv_cdf
+    return (z(1 - simultaneous_alpha(alpha, n_comparisons) / 2) + z(power)) * se
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired comparison A - B, with its interval at `level` (corrected within its family)."""
+
+    a: float
+    b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    level: float    # confidence level of [ci_low, ci_high]: 1 - alpha/m
+    p: float        # unadjusted two-sided bootstrap p-value
+    p_holm: float   # Holm-adjusted within the family
+    se: float
+    mde: float      # minimum detectable effect at the family's level and the given power
+    n: int
+    n_seeds_a: int
+    n_seeds_b: int
+
+    @property
+    def half_width(self) -> float:
+        """Precision reached: half the interval's width."""
+        return (self.ci_high - self.ci_low) / 2
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "half_width": self.half_width}
+
+
+def compare_family(family: Mapping[str, BootstrapDifference], alpha: float = 0.05,
+                   power: float = 0.8) -> dict[str, Comparison]:
+    """Comparisons of a family (e.g. one claim, or the metrics of `daug compare`), corrected together:
+    Holm-adjusted p-values, Bonferroni intervals at 1 - alpha/m, MDE at the same level."""
+    if not family:
+        return {}
+    m = len(family)
+    level_alpha = simultaneous_alpha(alpha, m)
+    p_holm = holm([d.p_value for d in family.values()])
+    out = {}
+    for (name, d), adjusted in zip(family.items(), p_holm):
+        low, high = d.interval(level_alpha)
+        out[name] = Comparison(d.a, d.b, d.diff, low, high, 1 - level_alpha, d.p_value, float(adjusted), d.se,
+                               minimum_detectable_effect(d.se, alpha, power, m), d.n, d.n_seeds_a, d.n_seeds_b)
+    return out
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+
+def oriented(ci_low: float, ci_high: float, *, higher_is_better: bool) -> tuple[float, float]:
+    """The interval of X - Y turned into "how much better X is than Y" (negated when lower is better)."""
+    return (ci_low, ci_high) if higher_is_better else (-ci_high, -ci_low)
+
+
+def _check_margin(margin: float) -> None:
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
+
+
+def superiority(ci_low: float, ci_high: float, *, higher_is_better: bool, margin: float | None = None) -> str:
+    """ "X > Y" from the corrected interval of X - Y: supported when X is better over the whole interval,
+    contradicted when worse over the whole interval; otherwise equivalent when a margin is given and the
+    interval lies within (-margin, +margin), else inconclusive."""
+    low, high = oriented(ci_low, ci_high, higher_is_better=higher_is_better)
+    if low > 0:
+        return SUPPORTED
+    if high < 0:
+        return CONTRADICTED
+    if margin is not None and equivalence(low, high, margin=margin) == EQUIVALENT:
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+def non_inferiority(ci_low: float, ci_high: float, *, margin: float, higher_is_better: bool) -> str:
+    """ "X >= Y" with margin m: supported when X is worse by less than m over the whole interval
+    (oriented lower bound > -m), contradicted when X is worse by more than m over the whole interval
+    (oriented upper bound < -m), else inconclusive."""
+    _check_margin(margin)
+    low, high = oriented(ci_low, ci_high, higher_is_better=higher_is_better)
+    if low > -margin:
+        return SUPPORTED
+    if high < -margin:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def equivalence(ci_low: float, ci_high: float, *, margin: float) -> str:
+    """ "X ~ Y" with margin m: equivalent when the interval lies within (-m, +m), contradicted when it
+    lies wholly outside it (|X - Y| >= m), else inconclusive. Symmetric, so direction does not matter."""
+    _check_margin(margin)
+    if -margin < ci_low and ci_high < margin:
+        return EQUIVALENT
+    if ci_low >= margin or ci_high <= -margin:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def verdict(relation: str, ci_low: float, ci_high: float, *, higher_is_better: bool,
+            margin: float | None = None) -> str:
+    """The verdict on "X relation Y" (relation ">", ">=" or "~") from the corrected interval of X - Y."""
+    if relation == ">":
+        return superiority(ci_low, ci_high, higher_is_better=higher_is_better, margin=margin)
+    if relation in (">=", "~") and margin is None:
+        raise ValueError(f"relation {relation!r} needs a margin")
+    if relation == ">=":
+        return non_inferiority(ci_low, ci_high, margin=margin, higher_is_better=higher_is_better)
+    if relation == "~":
+        return equivalence(ci_low, ci_high, margin=margin)
+    raise ValueError(f"unknown relation {relation!r}; known: >, >=, ~")

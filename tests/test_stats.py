@@ -1,0 +1,264 @@
+"""daug.stats: paired and two-level bootstrap, Holm, MDE, verdict rules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from daug import stats
+from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
+
+
+def correlated_pair(rng: np.random.Generator, n: int, delta: float):
+    """Per-example scores of two methods on the same examples: a shared, skewed example difficulty
+    (most of the variance) plus a per-example effect of mean `delta` and independent noise."""
+    difficulty = rng.exponential(1.0, n) * 3
+    effect = delta + rng.normal(0, 0.3, n)
+    b = difficulty + rng.normal(0, 0.2, n)
+    return b + effect, b
+
+
+def width(d: stats.BootstrapDifference, alpha: float = 0.05) -> float:
+    low, high = d.interval(alpha)
+    return high - low
+
+
+# --- paired bootstrap ----------------------------------------------------------------------------
+
+def test_constant_shift_is_recovered_exactly():
+    a = np.random.default_rng(1).normal(size=50)
+    d = stats.paired_bootstrap(a, a - 0.5, n_resamples=400, seed=0)
+    assert d.diff == pytest.approx(0.5)
+    assert d.interval() == pytest.approx((0.5, 0.5))
+    assert d.se == pytest.approx(0.0, abs=1e-12)
+    assert d.p_value == pytest.approx(2 / 401)  # the smallest p-value the +1 correction allows
+
+
+def test_identical_runs_have_p_one():
+    a = np.random.default_rng(2).normal(size=30)
+    d = stats.paired_bootstrap(a, a.copy(), n_resamples=200, seed=0)
+    assert d.diff == 0 and d.p_value == 1.0
+
+
+def test_paired_bootstrap_recovers_a_known_difference_and_covers_it_95_percent_of_the_time():
+    rng = np.random.default_rng(2024)
+    delta, covered, estimates = 0.2, 0, []
+    for sim in range(200):
+        a, b = correlated_pair(rng, 300, delta)
+        d = stats.paired_bootstrap(a, b, n_resamples=500, seed=sim)
+        assert d.diff == pytest.approx(a.mean() - b.mean())
+        low, high = d.interval(0.05)
+        covered += low <= delta <= high
+        estimates.append(d.diff)
+    assert np.mean(estimates) == pytest.approx(delta, abs=0.01)
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_paired_interval_is_much_narrower_than_unpaired_on_correlated_examples():
+    a, b = correlated_pair(np.random.default_rng(7), 300, 0.2)
+    paired = stats.paired_bootstrap(a, b, n_resamples=1000, seed=0)
+    zeros = np.zeros_like(a)
+    # unpaired: A's and B's examples drawn independently (different seeds)
+    unpaired = (stats.paired_bootstrap(a, zeros, n_resamples=1000, seed=1).samples
+                + stats.paired_bootstrap(zeros, b, n_resamples=1000, seed=2).samples)
+    unpaired_width = np.subtract(*np.percentile(unpaired, [97.5, 2.5]))
+    assert width(paired) < 0.25 * unpaired_width
+    assert paired.interval()[0] > 0  # the paired test sees the 0.2 difference ...
+    assert np.percentile(unpaired, 2.5) < 0  # ... the unpaired one does not
+
+
+def test_p_value_agrees_with_the_interval():
+    rng = np.random.default_rng(3)
+    for delta in (0.0, 0.03, 0.06, 0.1, 0.3):
+        a, b = correlated_pair(rng, 200, delta)
+        d = stats.paired_bootstrap(a, b, n_resamples=2000, seed=0)
+        low, high = d.interval(0.05)
+        excludes_zero = low > 0 or high < 0
+        assert (d.p_value < 0.05) == excludes_zero or abs(d.p_value - 0.05) < 0.005
+
+
+def test_same_seed_same_resamples_different_seed_different():
+    a, b = correlated_pair(np.random.default_rng(4), 100, 0.1)
+    one = stats.paired_bootstrap(a, b, n_resamples=300, seed=5)
+    assert np.array_equal(one.samples, stats.paired_bootstrap(a, b, n_resamples=300, seed=5).samples)
+    assert not np.array_equal(one.samples, stats.paired_bootstrap(a, b, n_resamples=300, seed=6).samples)
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="same examples"):
+        stats.paired_bootstrap(np.zeros(5), np.zeros(6), n_resamples=10, seed=0)
+    with pytest.raises(ValueError, match="finite"):
+        stats.paired_bootstrap(np.array([1.0, np.nan]), np.zeros(2), n_resamples=10, seed=0)
+    with pytest.raises(ValueError, match="n_resamples"):
+        stats.paired_bootstrap(np.zeros(3), np.zeros(3), n_resamples=0, seed=0)
+
+
+# --- two-level bootstrap -------------------------------------------------------------------------
+
+def test_one_seed_each_is_the_paired_bootstrap():
+    a, b = correlated_pair(np.random.default_rng(5), 80, 0.1)
+    paired = stats.paired_bootstrap(a, b, n_resamples=300, seed=3)
+    two = stats.two_level_bootstrap(a[None], b[None], n_resamples=300, seed=3)
+    assert np.array_equal(paired.samples, two.samples)
+    assert (two.n_seeds_a, two.n_seeds_b, two.n) == (1, 1, 80)
+
+
+def test_identical_seeds_add_no_width():
+    a, b = correlated_pair(np.random.default_rng(6), 80, 0.1)
+    paired = stats.paired_bootstrap(a, b, n_resamples=300, seed=3)
+    two = stats.two_level_bootstrap(np.stack([a] * 3), np.stack([b] * 2), n_resamples=300, seed=3)
+    assert np.allclose(paired.samples, two.samples)
+
+
+def test_two_level_bootstrap_widens_the_interval_when_seed_variance_is_large():
+    rng = np.random.default_rng(8)
+    a, b = correlated_pair(rng, 300, 0.2)
+    seed_offsets = rng.normal(0, 1, size=(2, 3, 1))
+
+    def seeded(scale):
+        xa = a + scale * seed_offsets[0] + rng.normal(0, 0.1, (3, 300))
+        xb = b + scale * seed_offsets[1] + rng.normal(0, 0.1, (3, 300))
+        return stats.two_level_bootstrap(xa, xb, n_resamples=1000, seed=0)
+
+    quiet, noisy = seeded(0.01), seeded(1.0)
+    assert (noisy.n_seeds_a, noisy.n_seeds_b) == (3, 3)
+    assert noisy.diff == pytest.approx(a.mean() - b.mean() + seed_offsets[0].mean() - seed_offsets[1].mean(),
+                                       abs=0.02)
+    assert width(noisy) > 3 * width(quiet)
+
+
+# --- corpus statistics ---------------------------------------------------------------------------
+
+def test_corpus_statistic_of_sums_matches_the_mean_path():
+    a, b = correlated_pair(np.random.default_rng(9), 60, 0.1)
+    ones = np.ones_like(a)
+    ratio = lambda summed: summed[..., 0] / summed[..., 1]  # sum of values / number of examples drawn
+    corpus = stats.paired_bootstrap(np.c_[a, ones], np.c_[b, ones], n_resamples=300, seed=1, statistic=ratio)
+    mean = stats.paired_bootstrap(a, b, n_resamples=300, seed=1)
+    assert corpus.diff == pytest.approx(mean.diff)
+    assert np.allclose(corpus.samples, mean.samples)
+
+
+def test_corpus_bleu_is_paired_from_summed_sentence_statistics():
+    from daug.scoring import bleu_from_stats, bleu_stats, corpus_bleu
+
+    rng = np.random.default_rng(10)
+    alphabet = list("我你他的是了不在有人这中大为上个国和也子时道")
+    refs = ["".join(rng.choice(alphabet, 12)) for _ in range(40)]
+    noisy = lambda p: ["".join(c if rng.random() > p else rng.choice(alphabet) for c in r) for r in refs]
+    good, bad = noisy(0.2), noisy(0.6)
+    d = stats.paired_bootstrap(bleu_stats(good, refs), bleu_stats(bad, refs), n_resamples=200, seed=0,
+                               statistic=stats.rowwise(bleu_from_stats))
+    assert d.a == pytest.approx(corpus_bleu(good, refs))
+    assert d.diff == pytest.approx(corpus_bleu(good, refs) - corpus_bleu(bad, refs))
+    assert d.interval()[0] > 0
+
+
+def test_a_statistic_with_the_wrong_shape_is_rejected():
+    x = np.ones((5, 2))
+    with pytest.raises(ValueError, match="statistic must map"):
+        stats.paired_bootstrap(x, x, n_resamples=10, seed=0, statistic=lambda s: s)
+
+
+# --- Holm, Bonferroni, MDE -----------------------------------------------------------------------
+
+def test_holm_against_a_hand_computed_example():
+    # sorted: 0.005 (x4) = 0.02; 0.01 (x3) = 0.03; 0.03 (x2) = 0.06; 0.04 (x1) = 0.04 -> monotone 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([0.2]) == pytest.approx([0.2])
+    with pytest.raises(ValueError):
+        stats.holm([0.1, 1.5])
+
+
+def test_simultaneous_alpha_is_bonferroni():
+    assert stats.simultaneous_alpha(0.05, 4) == pytest.approx(0.0125)
+
+
+def test_minimum_detectable_effect_against_a_hand_computation():
+    # z_{0.975} = 1.959964, z_{0.8} = 0.841621, z_{1 - 0.05/8} = z_{0.99375} = 2.497705 (normal tables)
+    assert stats.minimum_detectable_effect(0.01) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=1e-5)
+    assert stats.minimum_detectable_effect(0.01, n_comparisons=4) == pytest.approx((2.497705 + 0.841621) * 0.01,
+                                                                                   rel=1e-5)
+    assert stats.minimum_detectable_effect(0.02, alpha=0.05, power=0.5) == pytest.approx(1.959964 * 0.02, rel=1e-5)
+
+
+def test_compare_family_corrects_intervals_p_values_and_mde_together():
+    rng = np.random.default_rng(11)
+    family = {}
+    for name, delta in (("big", 0.5), ("small", 0.05), ("none", 0.0)):
+        a, b = correlated_pair(rng, 200, delta)
+        family[name] = stats.paired_bootstrap(a, b, n_resamples=1000, seed=0)
+    out = stats.compare_family(family, alpha=0.05)
+    assert list(out) == ["big", "small", "none"]
+    assert [c.p_holm for c in out.values()] == pytest.approx(stats.holm([d.p_value for d in family.values()]))
+    for name, c in out.items():
+        assert c.level == pytest.approx(1 - 0.05 / 3)
+        assert (c.ci_low, c.ci_high) == pytest.approx(family[name].interval(0.05 / 3))
+        assert c.mde == pytest.approx(stats.minimum_detectable_effect(c.se, 0.05, 0.8, 3))
+        assert c.half_width == pytest.approx((c.ci_high - c.ci_low) / 2)
+        assert c.to_dict()["half_width"] == c.half_width and c.to_dict()["p_holm"] == c.p_holm
+        corrected, single = width(family[name], 0.05 / 3), width(family[name], 0.05)
+        assert corrected > single
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("interval, up, expected", [
+    ((0.1, 0.5), True, SUPPORTED),
+    ((-0.5, -0.1), True, CONTRADICTED),
+    ((-0.1, 0.5), True, INCONCLUSIVE),
+    ((0.0, 0.5), True, INCONCLUSIVE),      # touching 0 is not above 0
+    # loss, lower is better: X - Y below 0 means X is better
+    ((-0.5, -0.1), False, SUPPORTED),
+    ((0.1, 0.5), False, CONTRADICTED),
+    ((-0.1, 0.5), False, INCONCLUSIVE),
+])
+def test_superiority(interval, up, expected):
+    assert stats.superiority(*interval, higher_is_better=up) == expected
+    assert stats.verdict(">", *interval, higher_is_better=up) == expected
+
+
+def test_superiority_with_a_margin_can_find_equivalence():
+    assert stats.superiority(-0.05, 0.05, higher_is_better=True, margin=0.1) == EQUIVALENT
+    assert stats.superiority(-0.05, 0.05, higher_is_better=True) == INCONCLUSIVE
+    assert stats.superiority(-0.05, 0.2, higher_is_better=True, margin=0.1) == INCONCLUSIVE
+    assert stats.superiority(0.01, 0.02, higher_is_better=True, margin=0.1) == SUPPORTED  # small but real
+
+
+@pytest.mark.parametrize("interval, up, expected", [
+    ((-0.05, 0.2), True, SUPPORTED),       # at worst 0.05 worse: within the 0.1 margin
+    ((0.2, 0.4), True, SUPPORTED),
+    ((-0.3, -0.15), True, CONTRADICTED),   # worse by more than the margin everywhere
+    ((-0.2, 0.1), True, INCONCLUSIVE),
+    ((-0.1, 0.1), True, INCONCLUSIVE),     # lower bound exactly -margin is not above it
+    # loss: X - Y up to +0.05 means X's loss is at worst 0.05 higher
+    ((-0.2, 0.05), False, SUPPORTED),
+    ((0.15, 0.3), False, CONTRADICTED),
+    ((-0.1, 0.2), False, INCONCLUSIVE),
+])
+def test_non_inferiority(interval, up, expected):
+    assert stats.non_inferiority(*interval, margin=0.1, higher_is_better=up) == expected
+    assert stats.verdict(">=", *interval, margin=0.1, higher_is_better=up) == expected
+
+
+@pytest.mark.parametrize("interval, expected", [
+    ((-0.05, 0.05), EQUIVALENT),
+    ((-0.09, 0.02), EQUIVALENT),
+    ((-0.05, 0.2), INCONCLUSIVE),
+    ((-0.1, 0.05), INCONCLUSIVE),  # the bound must lie strictly inside
+    ((0.1, 0.3), CONTRADICTED),
+    ((-0.4, -0.2), CONTRADICTED),
+])
+def test_equivalence(interval, expected):
+    assert stats.equivalence(*interval, margin=0.1) == expected
+    for up in (True, False):  # symmetric: the direction cannot change it
+        assert stats.verdict("~", *interval, margin=0.1, higher_is_better=up) == expected
+
+
+def test_verdict_needs_a_margin_and_a_known_relation():
+    with pytest.raises(ValueError, match="margin"):
+        stats.verdict(">=", -0.1, 0.1, higher_is_better=True)
+    with pytest.raises(ValueError, match="unknown relation"):
+        stats.verdict("<", -0.1, 0.1, higher_is_better=True, margin=0.1)
+    with pytest.raises(ValueError, match="margin"):
+        stats.non_inferiority(-0.1, 0.1, margin=-1, higher_is_better=True)
