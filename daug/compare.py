@@ -2,17 +2,20 @@
 
 The inputs are per-example files such as the evaluate stage's `<dataset>-<method>.predictions.jsonl`:
 one JSON object per test example with a string `id` and numeric per-example fields (bleu, rouge1,
-rouge2, rougeL, loss, chrf, ...). Rows are matched by `id`. For each metric the paired difference
+rouge2, rougeL, chrf, ...; `loss` in the test-loss file `<dataset>-<method>.losses.jsonl`). Rows are
+matched by `id`. For each metric the paired difference
 A - B, its interval, p-value, Holm-adjusted p-value and minimum detectable effect come from
 `daug.stats` (definitions there); the metrics compared form one family for the correction.
 
-Default metrics: every numeric field of the first record present in both files, except `id` and
-token counts (`*_tokens`); plus `corpus_bleu` when both files carry `prediction` and `reference`
+Default metrics: every numeric field of the first record present in both files, except `id`, `seed`
+and token counts (`tokens`, `*_tokens`); plus `corpus_bleu` when both files carry `prediction` and `reference`
 texts: corpus BLEU (the study's reported BLEU) paired from per-sentence n-gram statistics recomputed
 from the texts. The per-example `bleu` field is sentence BLEU, a different (smoothed) quantity.
 
-Several training seeds per side: give comma-separated files (`none-s0.jsonl,none-s1.jsonl`); the
-bootstrap is then two-level (examples shared, seeds drawn per method).
+Several training seeds per side: a file whose rows carry a `seed` field (the evaluate stage's, one
+line per seed x example) holds one run per seed; comma-separated files (`none-s0.jsonl,none-s1.jsonl`)
+add theirs. The bootstrap is then two-level (examples shared, seeds drawn per method). Every run of
+both sides must hold the same example ids (matched by id within each seed).
 """
 from __future__ import annotations
 
@@ -34,8 +37,11 @@ def higher_is_better(metric: str) -> bool:
     return not (metric == "loss" or metric.endswith("_loss"))
 
 
+NOT_METRICS = ("id", "seed", "tokens")  # keys and token counts: numbers, but not per-example results
+
+
 def _is_metric_field(name: str) -> bool:
-    return name != "id" and not name.endswith("_tokens")
+    return name not in NOT_METRICS and not name.endswith("_tokens")
 
 
 def _is_number(value) -> bool:
@@ -43,24 +49,16 @@ def _is_number(value) -> bool:
 
 
 class Run:
-    """One per-example file: its records by id, each with the line it came from."""
+    """One training seed's records of a per-example file, by id, each with the line it came from."""
 
-    def __init__(self, path: str | Path):
-        from daug.io import iter_jsonl_numbered
+    def __init__(self, path: str | Path, seed: int | None = None):
+        self.path, self.seed = Path(path), seed
+        self.rows: dict[str, tuple[int, dict]] = {}  # filled by read_runs
 
-        self.path = Path(path)
-        self.rows: dict[str, tuple[int, dict]] = {}
-        for lineno, record in iter_jsonl_numbered(self.path):
-            if not isinstance(record, dict):
-                raise DaugError(f"{self.path}: line {lineno}: expected an object, got {type(record).__name__}")
-            rid = record.get("id")
-            if not isinstance(rid, str) or not rid:
-                raise DaugError(f"{self.path}: line {lineno}: no string 'id' to match examples by")
-            if rid in self.rows:
-                raise DaugError(f"{self.path}: line {lineno}: duplicate id {rid!r} (first on line {self.rows[rid][0]})")
-            self.rows[rid] = (lineno, record)
-        if not self.rows:
-            raise DaugError(f"{self.path}: no records to compare")
+    @property
+    def name(self) -> str:
+        """The file, and the seed when its rows have one (`file [seed 1]`)."""
+        return f"{self.path} [seed {self.seed}]" if self.seed is not None else str(self.path)
 
     def first(self) -> dict:
         return next(iter(self.rows.values()))[1]
@@ -91,6 +89,43 @@ class Run:
         return out
 
 
+def read_runs(path: str | Path) -> list[Run]:
+    """A per-example file's runs: one per value of its rows' `seed` field (absent or null: one run),
+    in the order the seeds first appear. A duplicate (seed, id) is an error naming both lines."""
+    from daug.io import iter_jsonl_numbered
+
+    path = Path(path)
+    runs: dict = {}
+    for lineno, record in iter_jsonl_numbered(path):
+        if not isinstance(record, dict):
+            raise DaugError(f"{path}: line {lineno}: expected an object, got {type(record).__name__}")
+        rid, seed = record.get("id"), record.get("seed")
+        if not isinstance(rid, str) or not rid:
+            raise DaugError(f"{path}: line {lineno}: no string 'id' to match examples by")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise DaugError(f"{path}: line {lineno}: field 'seed' is {seed!r}, not an integer or null")
+        run = runs.setdefault(seed, Run(path, seed))
+        if rid in run.rows:
+            where = f" (seed {seed})" if seed is not None else ""
+            raise DaugError(f"{path}: line {lineno}: duplicate id {rid!r}{where} (first on line {run.rows[rid][0]})")
+        run.rows[rid] = (lineno, record)
+    if not runs:
+        raise DaugError(f"{path}: no records to compare")
+    return list(runs.values())
+
+
+def side_runs(paths: list[Path]) -> list[Run]:
+    """Every run of one side's files; the same seed in two of its files is an error."""
+    runs = [run for path in paths for run in read_runs(path)]
+    seen: dict = {}
+    for run in runs:
+        if run.seed is not None and run.seed in seen:
+            raise DaugError(f"{run.path}: seed {run.seed} is also in {seen[run.seed]}; one side's files must "
+                            f"hold different seeds")
+        seen[run.seed] = run.path
+    return runs
+
+
 def _paths(side: str | Path | Sequence[str | Path]) -> list[Path]:
     paths = [Path(side)] if isinstance(side, (str, Path)) else [Path(p) for p in side]
     if not paths:
@@ -105,9 +140,9 @@ def _shared_ids(runs: list[Run]) -> list[str]:
     for run in runs[1:]:
         only_ref, only_run = ref.rows.keys() - run.rows.keys(), run.rows.keys() - ref.rows.keys()
         if only_ref or only_run:
-            parts = [f"{len(s)} id(s) only in {p} (e.g. {min(s)!r})" for s, p in ((only_run, run.path),
-                                                                                  (only_ref, ref.path)) if s]
-            raise DaugError(f"{run.path}: ids differ from {ref.path}: {'; '.join(parts)}")
+            parts = [f"{len(s)} id(s) only in {p} (e.g. {min(s)!r})" for s, p in ((only_run, run.name),
+                                                                                  (only_ref, ref.name)) if s]
+            raise DaugError(f"{run.name}: ids differ from {ref.name}: {'; '.join(parts)}")
     return ids
 
 
@@ -131,7 +166,7 @@ def _bleu_stats(runs: list[Run], ids: list[str]) -> np.ndarray:
         refs = run.texts("reference", ids)
         for rid, mine, theirs in zip(ids, refs, references):
             if mine != theirs:
-                raise DaugError(f"{run._where(rid)}: reference differs from {runs[0].path}'s; "
+                raise DaugError(f"{run._where(rid)}: reference differs from {runs[0].name}'s; "
                                 f"runs compared must be scored against the same references")
         out.append(bleu_stats(run.texts("prediction", ids), references))
     return np.stack(out)
@@ -147,7 +182,7 @@ def comparisons(a, b, metrics: Sequence[str] | None = None, n_resamples: int = D
         raise DaugError(f"bootstrap must be >= 1 resamples, got {n_resamples}")
     if not 0 < alpha < 1:
         raise DaugError(f"alpha must be in (0, 1), got {alpha}")
-    runs_a, runs_b = [Run(p) for p in _paths(a)], [Run(p) for p in _paths(b)]
+    runs_a, runs_b = side_runs(_paths(a)), side_runs(_paths(b))
     runs = runs_a + runs_b
     ids = _shared_ids(runs)
     metrics = list(metrics) if metrics else default_metrics(runs)

@@ -25,6 +25,8 @@ Definitions (per test example; a text is a Python str, a "character" is one Unic
   `<end_of_turn>\\n<start_of_turn>model\\n` once the special tokens are dropped ("那我先去吧。model").
   Markers are case-sensitive and do not depend on the reference.
 - foreign_script: the reply has a letter of a writing system that the reference has no letter of.
+  A reference with no letters at all (a silent "……") says nothing about its script: no reply is
+  flagged against it (otherwise every Chinese reply to it would count as a leak).
   Only letters (Unicode category L*) have a script: the first word of the Unicode name of the
   letter's NFKC form (LATIN, CYRILLIC, GREEK, HANGUL, ARABIC, HEBREW, THAI, DEVANAGARI, ...; full-width
   ＡＢＣ is Latin), with CJK and IDEOGRAPHIC = Han, HIRAGANA, KATAKANA and KATAKANA-HIRAGANA = Kana;
@@ -121,8 +123,10 @@ def scripts(text: str) -> set[str]:
 
 
 def foreign_scripts(prediction: str, reference: str) -> set[str]:
-    """The scripts the prediction writes letters in and the reference does not."""
-    return scripts(prediction) - scripts(reference)
+    """The scripts the prediction writes letters in and the reference does not (none when the
+    reference has no letters)."""
+    allowed = scripts(reference)
+    return scripts(prediction) - allowed if allowed else set()
 
 
 def leaks(prediction: str, reference: str) -> bool:

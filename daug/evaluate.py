@@ -1,33 +1,45 @@
-"""Evaluation stage: generate replies to test prompts with a LoRA adapter and score them.
+"""Evaluation stage: per-example test loss, greedy replies scored and checked for degeneration.
 
-For one dataset x augmentation method:
-  1. load the base model and the method's adapter, merged into the weights for inference (same
-     function, no LoRA detour at every layer; 4-bit models keep the adapter unmerged), then cast to
+One run is a dataset x method and covers every training seed of params `train.seeds` (method
+`base`, `daug.paths.BASE`: the untuned base model, once, seed null). For each seed:
+  1. the base model with that seed's adapter (`Paths.adapter(ds, m, seed)`), merged into the
+     weights for inference (same function, no LoRA detour at every layer; 4-bit models keep the
+     adapter unmerged). peft's TrainableTokens rows (the learned `<end_of_turn>` embedding) merge
+     too: `merge_and_unload` writes them into the embedding, and so into the tied head. The base
+     model is loaded once per process; each seed gets a deep copy of it (tied weights stay tied),
+     since applying and merging an adapter changes the model in place. Then cast to
      `evaluate.dtype` if set. The cpu profile evaluates in bfloat16: on this AVX512-BF16 CPU it
-     makes generation ~2.5x and validation loss ~2.8x faster than float32 (weights are read from
-     memory at every decoding step; half the bytes, native bf16 dot products). The merge happens
-     in the loaded precision, so the adapter is rounded once. The cost: bf16 rounding depends on
-     matmul shapes, so a greedy reply can flip at a near-tie with the batch size (measured by
-     benchmarks/bench_evaluate.py: 66% of 64-token replies identical batched vs one at a time in
-     bf16, 100% in float32). Replies stay byte-identical for the same params, and every method is
+     makes generation ~2.5x and the losses ~2.8x faster than float32. The merge happens in the
+     loaded precision, so the adapter is rounded once. The cost: bf16 rounding depends on matmul
+     shapes, so a greedy reply can flip at a near-tie with the batch size (benchmarks/
+     bench_evaluate.py). Outputs stay byte-identical for the same params, and every method is
      evaluated the same way;
-  2. greedy replies to the first `evaluate.max_examples` test prompts, formatted exactly as in
-     training (`daug.chat` with the dataset's system prompt), through `daug.generate.generate`;
-  3. BLEU / ROUGE-1/2/L with 95% bootstrap CIs (`daug.scoring`), per example too;
-  4. validation loss (the training stage's reply-only masking) and perplexity = exp(loss).
-Outputs (daug/paths.py): the predictions (one line per test example, with its reference,
-prediction and scores, so every number can be audited), the metrics (the DVC metric: results only,
-same params, same bytes) and the run's timings, in a file of their own.
+  2. THE PRIMARY ENDPOINT, the per-example test loss: for each of the first `evaluate.loss_examples`
+     test records, the teacher-forced loss of its reference reply given its prompt, in mean nats per
+     reply token, formatted, masked and truncated exactly as in training (`daug.training.loss.
+     example_losses`, batched by length, `evaluate.loss_batch_size` rows at a time). A run's test
+     loss is the mean over examples, each example weight 1;
+  3. greedy replies to the first `evaluate.max_examples` test prompts (`daug.generate.generate`,
+     prompts as in training), scored per example (sentence BLEU, ROUGE-1/2/L, sentence chrF:
+     `daug.scoring`, corpus scores with 95% bootstrap CIs) and flagged for degeneration
+     (`daug.degeneration`: at the token limit, loops, leaks, empty, stray line breaks);
+  4. validation loss over the first `evaluate.val_examples` validation records (the same function
+     as the training stage's) and perplexity = exp(loss).
+Outputs (daug/paths.py), one line per seed x example: the per-example test losses and the
+predictions (reference, reply, scores, flags: every number can be audited); the metrics (the DVC
+metric, keyed `seed-<k>` or `base`: results only, same params, same bytes) and the timings, in a
+file of their own.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
 
 from daug import DaugError
 from daug.io import read_records, write_json, write_jsonl, write_metrics
-from daug.paths import Paths
+from daug.paths import BASE, Paths, seed_dir
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -37,39 +49,60 @@ def config(params: dict) -> dict:
     from daug.params import section
 
     cfg = section(params, "evaluate")
-    for key in ("max_new_tokens", "batch_size", "val_batch_size", "max_length"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
+    for key in ("max_new_tokens", "batch_size", "loss_batch_size", "max_length"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise DaugError(f"evaluate params: {key} must be a positive integer, got {cfg[key]!r}")
-    for key in ("max_examples", "val_examples"):
-        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 0):
+    for key in ("max_examples", "loss_examples", "val_examples"):
+        if cfg[key] is not None and (isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 0):
             raise DaugError(f"evaluate params: {key} must be a non-negative integer or null (all), got {cfg[key]!r}")
+    if isinstance(cfg["repetition_penalty"], bool) or not isinstance(cfg["repetition_penalty"], (int, float)) \
+            or cfg["repetition_penalty"] < 1:
+        raise DaugError(f"evaluate params: repetition_penalty must be a number >= 1 (1 = none), got {cfg['repetition_penalty']!r}")
     if cfg["dtype"] is not None and cfg["dtype"] not in DTYPES:
         raise DaugError(f"evaluate params: dtype must be null (the model's) or one of {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     return cfg
+
+
+def training_seeds(params: dict) -> list[int]:
+    """params `train.seeds`: the training seeds whose adapters a run evaluates (checked)."""
+    from daug.params import defaults
+
+    seeds = (params.get("train") or {}).get("seeds", (defaults().get("train") or {}).get("seeds", [0]))
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise DaugError(f"params train.seeds: expected a non-empty list of distinct non-negative integers, got {seeds!r}")
+    return seeds
+
+
+def label(seed: int | None) -> str:
+    """A run's key in the metrics file: `seed-<k>`, or `base` for the untuned base model."""
+    return BASE if seed is None else seed_dir(seed)
 
 
 def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
-def load(base_dir: str | Path, adapter_dir: str | Path, model_params: dict | None = None, merge: bool = True,
-         dtype: str | None = None):
-    """(model, tokenizer): the base model with the LoRA adapter applied, in eval mode, cast to `dtype`."""
+def load(base_dir: str | Path, adapter_dir: str | Path | None, model_params: dict | None = None, merge: bool = True,
+         dtype: str | None = None, *, base_model=None, tokenizer=None):
+    """(model, tokenizer): the base model with the LoRA adapter applied (none: the base model alone),
+    in eval mode, cast to `dtype`. `base_model` is an already loaded base model to use instead of
+    loading one; it is changed in place (pass a copy to keep the original)."""
     import torch
     from peft import PeftModel
 
     from daug.basemodel import load_model, load_tokenizer
 
     model_params = model_params or {}
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").exists():
+    if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").exists():
         raise DaugError(f"{adapter_dir}: no LoRA adapter here (adapter_config.json missing); run the train stage first")
-    tokenizer = load_tokenizer(base_dir)
+    tokenizer = tokenizer or load_tokenizer(base_dir)
     four_bit = bool(model_params.get("load_in_4bit"))
-    base = load_model(base_dir, model_params.get("dtype", "float32"), four_bit)
-    model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-    if merge and not four_bit:  # merging into NF4 weights would re-quantise them: keep LoRA separate there
-        model = model.merge_and_unload()
+    model = base_model if base_model is not None else load_model(base_dir, model_params.get("dtype", "float32"), four_bit)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        if merge and not four_bit:  # merging into NF4 weights would re-quantise them: keep LoRA separate there
+            model = model.merge_and_unload()  # LoRA deltas and TrainableTokens rows, into the weights
     # torch 2.13 on CPU: F.linear of a non-contiguous 3-D input with a weight that does not require
     # grad (peft freezes everything) runs as bmm over an expanded copy of the weight. transformers
     # feeds the head hidden[:, -1:, :] at prefill: for Gemma's 262k x 640 head that copy took ~30 s
@@ -94,106 +127,221 @@ def _first(records: list[dict], n: int | None) -> list[dict]:
 
 
 def predict(model, tokenizer, records: list[dict], system_prompt: str | None, max_new_tokens: int,
-            batch_size: int, progress: bool = True) -> list[str]:
-    """Greedy replies to `records`, in order."""
+            batch_size: int, progress: bool = True, repetition_penalty: float = 1.0) -> list[str]:
+    """Greedy replies to `records`, in order (with `repetition_penalty` on each reply's own tokens)."""
     from daug.generate import generate
 
     return generate(model, tokenizer, prompts(tokenizer, records, system_prompt), max_new_tokens,
-                    batch_size=batch_size, progress=progress)
+                    batch_size=batch_size, progress=progress, repetition_penalty=repetition_penalty)
+
+
+def test_losses(model, tokenizer, encoded, batch_size: int, progress: bool = True) -> list[dict]:
+    """Per-example test loss rows {id, tokens, loss = mean nats per reply token}, in record order.
+
+    The examples are sorted by length once and scored a few batches at a time (for the progress
+    bar): the same batches as one `example_losses` call over all of them."""
+    from tqdm.auto import tqdm
+
+    from daug.training.loss import example_losses
+
+    examples = encoded.examples
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    step = batch_size * 4
+    out = [None] * len(examples)
+    with tqdm(total=len(examples), desc="test loss", unit="example", disable=not progress) as bar:
+        for start in range(0, len(order), step):
+            rows = order[start:start + step]
+            for i, e in zip(rows, example_losses(model, [examples[i] for i in rows], tokenizer.pad_token_id, batch_size)):
+                out[i] = {"id": e.id, "tokens": e.tokens, "loss": e.loss / e.tokens}
+            bar.update(len(rows))
+    return out
 
 
 def prediction_records(records: list[dict], predictions: list[str], per_example: list[dict],
-                       reply_tokens: list[int]) -> list[dict]:
-    return [{"id": r.get("id"), "instruction": r["instruction"], "input": r.get("input", ""),
-             "reference": r["output"], "prediction": p, "reply_tokens": n, **s}
+                       reply_tokens: list[int], max_new_tokens: int, seed: int | None = None) -> list[dict]:
+    """The predictions file's rows: the test record, the reply, its scores and degeneration flags."""
+    from daug.degeneration import flags
+
+    return [{"seed": seed, "id": r.get("id"), "instruction": r["instruction"], "input": r.get("input", ""),
+             "reference": r["output"], "prediction": p, "reply_tokens": n, **s,
+             **flags(p, r["output"], n, max_new_tokens)}
             for r, p, s, n in zip(records, predictions, per_example, reply_tokens)]
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed: int | None, *, loss_examples,
+                   gen_records: list[dict], val_records: list[dict], bootstrap_seed: int, source: str,
+                   progress: bool = True) -> tuple[dict, list[dict], list[dict], dict]:
+    """One model's evaluation: (metrics, loss rows, prediction rows, seconds) for the files of `stage`."""
+    from daug import degeneration, scoring
+    from daug.training.loss import validation_loss
+
+    seconds = {}
+    t = time.perf_counter()
+    losses = [{"seed": seed, **row} for row in test_losses(model, tokenizer, loss_examples, cfg["loss_batch_size"], progress)]
+    seconds["test_loss"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    replies = predict(model, tokenizer, gen_records, system_prompt, cfg["max_new_tokens"], cfg["batch_size"], progress,
+                      cfg["repetition_penalty"])
+    seconds["generate"] = time.perf_counter() - t
+    reply_tokens = [len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"]]
+
+    t = time.perf_counter()
+    examples = scoring.example_scores(replies, [r["output"] for r in gen_records], cfg["rouge_tokenizer"])
+    summary = scoring.summarize(examples, cfg["bootstrap"], bootstrap_seed)
+    rows = prediction_records(gen_records, replies, examples.per_example(), reply_tokens, cfg["max_new_tokens"], seed)
+    degenerate = degeneration.summary(rows, cfg["max_new_tokens"], source)
+    seconds["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    val_loss = validation_loss(model, tokenizer, val_records, system_prompt, cfg["max_length"],
+                               cfg["loss_batch_size"]) if val_records else float("nan")
+    seconds["val_loss"] = time.perf_counter() - t
+
+    summary["bootstrap_seed"] = summary.pop("seed")
+    metrics = {
+        "seed": seed, "test_loss": _mean([r["loss"] for r in losses]), "n_loss": len(losses),
+        "loss_dropped": len(loss_examples.dropped), "loss_truncated": loss_examples.truncated,
+        "val_loss": val_loss if math.isfinite(val_loss) else None, "perplexity": scoring.perplexity(val_loss),
+        "val_examples": len(val_records), **summary, "degeneration": degenerate,
+        "replies_at_limit": degenerate["count"]["at_limit"], "max_new_tokens": cfg["max_new_tokens"],
+        "repetition_penalty": cfg["repetition_penalty"], "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+    return metrics, losses, rows, seconds
+
+
+def run_files(params: dict, dataset: str, method: str, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """The run's metrics, predictions and test-loss files (daug/paths.py; `out_dir` moves all three)."""
+    paths = Paths.of(params)
+    files = {"metrics": paths.eval_metrics(dataset, method), "predictions": paths.predictions(dataset, method),
+             "losses": paths.test_losses(dataset, method)}
+    return files if out_dir is None else {k: Path(out_dir) / f.name for k, f in files.items()}
 
 
 def stage(params: dict, dataset: str | None = None, method: str | None = None, *,
           base: str | Path | None = None, adapter: str | Path | None = None, test: str | Path | None = None,
           val: str | Path | None = None, out_dir: str | Path | None = None, timings: str | Path | None = None,
           progress: bool = True) -> dict:
-    """Evaluate one dataset x method's adapter; write predictions, metrics and timings (daug/paths.py;
-    the keyword arguments override them, `out_dir` for predictions and metrics). Returns the metrics,
-    with the timings under `timings`."""
+    """Evaluate one dataset x method, every training seed (method `base`: the base model alone); write
+    the test losses, predictions, metrics and timings (daug/paths.py; the keyword arguments override
+    them: `adapter` is the run's folder of seed-<k> adapters, `out_dir` holds the three result files).
+    Returns {"metrics": the metrics file's document, "timings": ..., "files": {name: path}}."""
     from daug import params as P
-    from daug import scoring
+    from daug.basemodel import load_model, load_tokenizer
     from daug.records import check_records
-    from daug.train import validation_loss
+    from daug.training.data import encode_records
 
     if not dataset or not method:
         raise DaugError("evaluate: needs a dataset and a method (--dataset D --method M)")
     start = time.perf_counter()
     cfg = config(params)
     ds = P.dataset(params, dataset)
-    seed = int(params.get("seed", 0))
+    system_prompt = ds.get("system_prompt")
     paths = Paths.of(params)
     base = Path(base or paths.base_model())
-    adapter = Path(adapter or paths.adapter(dataset, method))
+    seeds: list[int | None] = [None] if method == BASE else training_seeds(params)
+    adapters = None if method == BASE else Path(adapter or paths.adapters(dataset, method))
     test_file, val_file = Path(test or paths.prepared(dataset, "test")), Path(val or paths.prepared(dataset, "val"))
-    metrics_file, predictions_file = paths.eval_metrics(dataset, method), paths.predictions(dataset, method)
-    if out_dir is not None:
-        metrics_file, predictions_file = Path(out_dir) / metrics_file.name, Path(out_dir) / predictions_file.name
-    test_records = _first(read_records(test_file), cfg["max_examples"])
-    val_records = _first(read_records(val_file), cfg["val_examples"])
+    files = run_files(params, dataset, method, out_dir)
+    test_records = read_records(test_file)
     if not test_records:
         raise DaugError(f"{test_file}: no test records to evaluate")
     check_records(test_records, str(test_file))
+    gen_records = _first(test_records, cfg["max_examples"])
+    val_records = _first(read_records(val_file), cfg["val_examples"])
+    if adapters is not None:  # every seed's adapter before any work: a missing one is found in a second
+        for seed in seeds:
+            if not (adapters / seed_dir(seed) / "adapter_config.json").exists():
+                raise DaugError(f"{adapters / seed_dir(seed)}: no LoRA adapter here (adapter_config.json missing); "
+                                f"run the train stage first (train.seeds = {seeds})")
 
-    seconds = {}
+    seconds: dict = {}
     t = time.perf_counter()
-    model, tokenizer = load(base, adapter, params.get("model"), dtype=cfg["dtype"])
-    seconds["load"] = time.perf_counter() - t
+    model_params = params.get("model") or {}
+    tokenizer = load_tokenizer(base)
+    loss_examples = encode_records(tokenizer, _first(test_records, cfg["loss_examples"]), system_prompt,
+                                   cfg["max_length"], source=str(test_file))
+    four_bit = bool(model_params.get("load_in_4bit"))
+    # One load per process; a 4-bit model is reloaded per seed instead (its quantised weights do not deep-copy).
+    shared = None if four_bit else load_model(base, model_params.get("dtype", "float32"), False)
+    seconds["load_base"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    predictions = predict(model, tokenizer, test_records, ds.get("system_prompt"), cfg["max_new_tokens"],
-                          cfg["batch_size"], progress)
-    seconds["generate"] = time.perf_counter() - t
-    reply_tokens = [len(ids) for ids in tokenizer(predictions, add_special_tokens=False)["input_ids"]]
+    metrics, losses, predictions = {}, [], []
+    for seed in seeds:
+        t = time.perf_counter()
+        fresh = shared if seed == seeds[-1] or shared is None else copy.deepcopy(shared)  # the last seed may use it up
+        model, _ = load(base, None if seed is None else adapters / seed_dir(seed), model_params, dtype=cfg["dtype"],
+                        base_model=fresh, tokenizer=tokenizer)
+        run_seconds = {"load": time.perf_counter() - t}
+        m, loss_rows, rows, more = evaluate_model(
+            model, tokenizer, cfg, system_prompt, seed, loss_examples=loss_examples, gen_records=gen_records,
+            val_records=val_records, bootstrap_seed=int(params.get("seed", 0)), source=str(files["predictions"]),
+            progress=progress)
+        del model, fresh
+        metrics[label(seed)] = m
+        losses += loss_rows
+        predictions += rows
+        seconds[label(seed)] = {k: round(v, 2) for k, v in {**run_seconds, **more}.items()}
 
-    t = time.perf_counter()
-    references = [r["output"] for r in test_records]
-    examples = scoring.example_scores(predictions, references, cfg["rouge_tokenizer"])
-    summary = scoring.summarize(examples, cfg["bootstrap"], seed)
-    seconds["score"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    val_loss = validation_loss(model, tokenizer, val_records, ds.get("system_prompt"), cfg["max_length"],
-                               cfg["val_batch_size"]) if val_records else float("nan")
-    seconds["val_loss"] = time.perf_counter() - t
-
-    write_jsonl(predictions_file, prediction_records(test_records, predictions, examples.per_example(), reply_tokens))
-    metrics = write_metrics(metrics_file, {
-        "dataset": dataset, "method": method, **summary,
-        "val_loss": val_loss if math.isfinite(val_loss) else None,
-        "perplexity": scoring.perplexity(val_loss),
-        "val_examples": len(val_records), "max_new_tokens": cfg["max_new_tokens"],
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        # replies whose (re-encoded) length reached max_new_tokens: likely cut, not finished
-        "replies_at_limit": sum(n >= cfg["max_new_tokens"] for n in reply_tokens),
-        "adapter": str(adapter), "base_model": str(base), "predictions": str(predictions_file),
-    })
+    write_jsonl(files["losses"], losses)
+    write_jsonl(files["predictions"], predictions)
+    doc = write_metrics(files["metrics"], metrics)
     seconds["total"] = time.perf_counter() - start
-    times = {"seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    times = {"seconds": {k: round(v, 2) if isinstance(v, float) else v for k, v in seconds.items()}}
     write_json(Path(timings or paths.timings("evaluate", dataset, method)), times)
-    return {**metrics, "timings": times}
+    return {"metrics": doc, "timings": times, "files": files}
 
 
-def table(metrics: dict):
-    """The scores with their 95% CIs, one row per metric (for notebooks)."""
+# --- for notebooks ---------------------------------------------------------------------------------
+
+def table(result: dict):
+    """Per seed: test loss, validation loss and each score with its 95% CI (one row per seed)."""
     import pandas as pd
 
     from daug.scoring import METRICS
 
-    return pd.DataFrame({m: metrics[m] for m in METRICS}).T[["score", "ci_low", "ci_high"]]
+    rows = {}
+    for key, m in result["metrics"].items():
+        rows[key] = {"test_loss": m["test_loss"], "n_loss": m["n_loss"], "val_loss": m["val_loss"],
+                     "perplexity": m["perplexity"], "n": m["n"],
+                     **{f"{s}{part}": m[s][k] for s in METRICS for part, k in (("", "score"), (" low", "ci_low"),
+                                                                               (" high", "ci_high"))}}
+    return pd.DataFrame(rows).T
 
 
-def samples(metrics: dict, n: int = 10):
-    """The first `n` test prompts with reference and predicted replies side by side, and their scores."""
+def degeneration_table(result: dict):
+    """Per seed: the share of replies with each degeneration flag, and the length ratio."""
     import pandas as pd
 
-    rows = read_records(metrics["predictions"])[:n]
-    return pd.DataFrame(rows)[["id", "instruction", "reference", "prediction", "bleu", "rougeL"]]
+    return pd.DataFrame({key: {**m["degeneration"]["share"], "length_ratio": m["degeneration"]["length_ratio"]}
+                         for key, m in result["metrics"].items()}).T
+
+
+def timings_table(result: dict):
+    """Seconds per part of each seed's evaluation (load, test_loss, generate, score, val_loss), and the total."""
+    import pandas as pd
+
+    seconds = result["timings"]["seconds"]
+    rows = {k: v for k, v in seconds.items() if isinstance(v, dict)}
+    rows["run"] = {k: v for k, v in seconds.items() if not isinstance(v, dict)}
+    return pd.DataFrame(rows).T
+
+
+def samples(result: dict, n: int = 5):
+    """The first `n` test prompts of every seed, reference and reply side by side, with scores and flags."""
+    import pandas as pd
+
+    rows = read_records(result["files"]["predictions"])
+    by_seed: dict = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], []).append(r)
+    picked = [r for seed_rows in by_seed.values() for r in seed_rows[:n]]
+    return pd.DataFrame(picked)[["seed", "id", "instruction", "reference", "prediction", "chrf", "rougeL",
+                                 "at_limit", "loops", "leaks"]]
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -203,10 +351,11 @@ def add_arguments(parser) -> None:
 
     stage_arguments(parser, dataset=True, method=True)
     parser.add_argument("--base", help="base model directory (default: models/base)")
-    parser.add_argument("--adapter", help="LoRA adapter directory (default: models/adapters/DATASET/METHOD)")
+    parser.add_argument("--adapter", help="the run's adapters, one seed-<k> folder per training seed "
+                                          "(default: models/adapters/DATASET/METHOD)")
     parser.add_argument("--test", help="test records (default: data/prepared/DATASET/test.jsonl)")
     parser.add_argument("--val", help="validation records (default: data/prepared/DATASET/val.jsonl)")
-    parser.add_argument("--out", help="directory for the metrics and predictions (default: reports/PROFILE/eval)")
+    parser.add_argument("--out", help="directory for the metrics, predictions and test losses (default: reports/PROFILE/eval)")
     parser.add_argument("--timings", help="timings file (default: reports/PROFILE/timings/evaluate-DATASET-METHOD.json)")
 
 
@@ -218,11 +367,15 @@ def run(args) -> int:
     overrides = {"base": args.base, "adapter": args.adapter, "test": args.test, "val": args.val,
                  "out_dir": args.out, "timings": args.timings}
     runs = stage_runs(params, args.dataset, args.method)
+    if args.method is None:  # every method, and the base model beside them
+        runs += [(d, BASE) for d in dict.fromkeys(d for d, _ in runs)]
     if len(runs) > 1 and any(v is not None for k, v in overrides.items() if k != "base"):
         raise DaugError("path options (--adapter, --out, ...) name one run's files: give --dataset and --method")
     for dataset, method in runs:
-        metrics = stage(params, dataset, method, **overrides)
-        scores = "  ".join(f"{m} {metrics[m]['score']:.2f}" for m in ("bleu", "rouge1", "rouge2", "rougeL"))
-        print(f"{dataset}/{method}: n={metrics['n']}  {scores}  val_loss {metrics['val_loss']}  "
-              f"({metrics['timings']['seconds']['total']:.1f} s)")
+        result = stage(params, dataset, method, **overrides)
+        for key, m in result["metrics"].items():
+            scores = "  ".join(f"{s} {m[s]['score']:.2f}" for s in ("bleu", "rouge1", "rouge2", "rougeL", "chrf"))
+            print(f"{dataset}/{method} {key}: test_loss {m['test_loss']} (n={m['n_loss']})  n={m['n']}  {scores}  "
+                  f"val_loss {m['val_loss']}")
+        print(f"{dataset}/{method}: {result['timings']['seconds']['total']:.1f} s")
     return 0

@@ -11,6 +11,10 @@
   by its rows, instead of once per row;
 - decoding stops at `stop_ids` (default: `daug.chat.stop_token_ids`: EOS and the end-of-turn
   marker); the reply excludes the prompt and the stop token;
+- `repetition_penalty` p > 1 (an evaluation choice, the same for every method): before each token
+  is picked, the logits of tokens the row's REPLY already holds are divided by p where positive and
+  multiplied by p where negative (the CTRL / Hugging Face rule, but prompt tokens are not counted:
+  a character's reply may reuse the prompt's words freely);
 - greedy by default. With `do_sample=True` every prompt samples from its own random stream seeded
   by `seeds[i]` (default: a hash of the prompt text), by an exponential race over the
   temperature-scaled, top-p-truncated distribution (see `sample_rows`). A reply therefore depends
@@ -87,6 +91,22 @@ def row_sampler_class():
     return _RowSampler
 
 
+def penalize_repeats(logits, replies: list[list[int]], penalty: float):
+    """`logits` (rows x vocab) with each row's already generated tokens penalised (see the module
+    docstring); unchanged when penalty is 1."""
+    import torch
+
+    if penalty == 1.0 or not any(replies):
+        return logits
+    logits = logits.clone()
+    for row, reply in enumerate(replies):
+        if reply:
+            idx = torch.tensor(sorted(set(reply)), device=logits.device)
+            seen = logits[row, idx]
+            logits[row, idx] = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
+
+
 def newline_token_ids(tokenizer) -> list[int]:
     """Tokens that are nothing but line breaks: pass them as extra `stop_ids` for one-line replies.
     (Tokens that mix text and a newline are not included, so cutting at a stop never drops text.)"""
@@ -98,7 +118,7 @@ def newline_token_ids(tokenizer) -> list[int]:
     return cached
 
 
-def _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds) -> None:
+def _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds, repetition_penalty=1.0) -> None:
     if isinstance(prompts, str):
         raise DaugError("generate: prompts must be a list of strings, not one string")
     if len(budgets) != len(prompts):
@@ -111,6 +131,8 @@ def _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds) -
         raise DaugError(f"generate: temperature must be > 0 when sampling, got {temperature}")
     if do_sample and not 0 < top_p <= 1:
         raise DaugError(f"generate: top_p must be in (0, 1], got {top_p}")
+    if not repetition_penalty >= 1.0:
+        raise DaugError(f"generate: repetition_penalty must be >= 1 (1 = none), got {repetition_penalty}")
     if seeds is not None and len(seeds) != len(prompts):
         raise DaugError(f"generate: {len(seeds)} seeds for {len(prompts)} prompts")
 
@@ -217,7 +239,7 @@ class _Batch:
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[int], batch_size: int = 16,
              stop_ids: Sequence[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, seeds: list[int] | None = None, progress: bool = True,
-             max_prompt_tokens: int | None = None) -> list[str]:
+             max_prompt_tokens: int | None = None, repetition_penalty: float = 1.0) -> list[str]:
     """One generated reply per prompt, same order as `prompts` (see the module docstring).
 
     Prompts are tokenised with the tokenizer's special tokens (BOS), as `daug.chat.prompt_text`
@@ -231,7 +253,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     from daug.chat import stop_token_ids
 
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds)
+    _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds, repetition_penalty)
     if not prompts:
         return []
     stop = set(stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
@@ -242,8 +264,13 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
     decoder = _Decoder(model, tokenizer, encoded, budgets, stop, batch_size)
-    pick = ((lambda batch: sample_rows(batch.logits, [rngs[i] for i in batch.rows], temperature, top_p))
-            if do_sample else (lambda batch: batch.logits.argmax(dim=-1)))
+
+    def pick(batch):
+        logits = penalize_repeats(batch.logits, batch.replies, repetition_penalty)
+        if do_sample:
+            return sample_rows(logits, [rngs[i] for i in batch.rows], temperature, top_p)
+        return logits.argmax(dim=-1)
+
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)

@@ -3,13 +3,14 @@
 dvc.yaml spells the same paths with ${...} templates (DVC reads YAML, not Python);
 tests/test_paths.py resolves dvc.yaml for each profile and fails when the two disagree.
 
-One run of a per-run stage (augment, train, evaluate) is identified by (dataset, method). `_run_dir`
-and `_run_stem` are the only places that turn that key into a folder or a file-name stem, so a
-further dimension (a training seed: models/adapters/<ds>/<method>/seed-<k>/) is one added argument
-there and in the methods that pass the key on.
+One run of a per-run stage (augment, train, evaluate) is identified by (dataset, method); `_run_dir`
+and `_run_stem` are the only places that turn that key into a folder or a file-name stem. A train or
+evaluate run covers every training seed of params `train.seeds`: each seed's adapter and checkpoints
+live in a `seed-<k>` folder below the run's (`seed_dir`); the run's reports hold one row per seed.
+`BASE` names the untuned base model where a method would stand (its evaluation is the step-0 row).
 
     p = Paths.of(params)             # the profile named by params (params.DEFAULT_PROFILE if none)
-    p.adapter("zhenhuan", "rd")      # models/adapters/zhenhuan/rd
+    p.adapter("zhenhuan", "rd", 0)   # models/adapters/zhenhuan/rd/seed-0
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from daug.params import profile_name
 
 # The pipeline's stages in data-flow order; each runs notebooks/<stage>.ipynb.
-STAGES = ("prepare", "base_model", "augment", "train", "evaluate", "report")
+STAGES = ("prepare", "base_model", "augment", "train", "evaluate", "evaluate_base", "report")
 NOTEBOOKS = Path("notebooks")
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
@@ -28,12 +29,29 @@ AUGMENTED = Path("data/augmented")
 
 def notebook_source(stage: str) -> Path:
     """The committed notebook a stage runs (relative to the repository root)."""
-    return NOTEBOOKS / f"{stage}.ipynb"
+    return NOTEBOOKS / f"{stage_run(stage)[0]}.ipynb"
 
 
 def run_name(stage: str, dataset: str | None = None, method: str | None = None) -> str:
     """The name of one stage run: `stage`, `stage-<dataset>` or `stage-<dataset>-<method>`."""
     return "-".join(part for part in (stage, dataset, method) if part)
+
+
+BASE = "base"  # the untuned base model, evaluated like a method (never an augmentation method)
+
+# Stages that are another stage's notebook run on a fixed method: `evaluate_base@<ds>` is the evaluate
+# notebook with `-p method base`, writing evaluate's files for method BASE (no adapter to read).
+RUNS_AS = {"evaluate_base": ("evaluate", BASE)}
+
+
+def stage_run(stage: str, method: str | None = None) -> tuple[str, str | None]:
+    """(the stage whose notebook and file names a run of `stage` uses, the run's method)."""
+    return RUNS_AS.get(stage, (stage, method))
+
+
+def seed_dir(seed: int) -> str:
+    """The folder of one training seed's adapter or checkpoints, below its run's folder."""
+    return f"seed-{int(seed)}"
 
 
 def _run_dir(dataset: str, method: str) -> Path:
@@ -73,14 +91,19 @@ class Paths:
     def augmented(self, ds: str, method: str) -> Path:
         return self.root / AUGMENTED / ds / f"{method}.jsonl"
 
-    def adapter(self, ds: str, method: str) -> Path:
+    def adapters(self, ds: str, method: str) -> Path:
+        """The train run's output folder: one adapter per training seed below it."""
         return self.root / "models" / "adapters" / _run_dir(ds, method)
+
+    def adapter(self, ds: str, method: str, seed: int) -> Path:
+        """One seed's LoRA adapter (standard PEFT layout: PeftModel.from_pretrained loads it)."""
+        return self.adapters(ds, method) / seed_dir(seed)
 
     # --- per profile -----------------------------------------------------------------------------
 
-    def runs(self, ds: str, method: str) -> Path:
-        """Training checkpoints (outside DVC's outputs: a killed run resumes from here)."""
-        return self.root / "runs" / self.profile / _run_dir(ds, method)
+    def runs(self, ds: str, method: str, seed: int) -> Path:
+        """One seed's training checkpoints (outside DVC's outputs: a killed run resumes from here)."""
+        return self.root / "runs" / self.profile / _run_dir(ds, method) / seed_dir(seed)
 
     def reports(self, *parts: str) -> Path:
         return self.root / "reports" / self.profile / Path(*parts)
@@ -94,11 +117,20 @@ class Paths:
     def train_metrics(self, ds: str, method: str) -> Path:
         return self.reports("train", f"{_run_stem(ds, method)}.json")
 
+    def val_losses(self, ds: str, method: str) -> Path:
+        """Per-example validation loss of every seed at its best and at its last evaluation."""
+        return self.reports("train", f"{_run_stem(ds, method)}.val.jsonl")
+
     def eval_metrics(self, ds: str, method: str) -> Path:
         return self.reports("eval", f"{_run_stem(ds, method)}.json")
 
     def predictions(self, ds: str, method: str) -> Path:
+        """Generated replies with their scores and degeneration flags, one line per seed x prompt."""
         return self.reports("eval", f"{_run_stem(ds, method)}.predictions.jsonl")
+
+    def test_losses(self, ds: str, method: str) -> Path:
+        """The primary endpoint: per-example test loss, one line per seed x test example."""
+        return self.reports("eval", f"{_run_stem(ds, method)}.losses.jsonl")
 
     def timings(self, stage: str, ds: str, method: str) -> Path:
         """A stage run's wall times: not a DVC metric, so `dvc metrics diff` shows results only."""
@@ -122,6 +154,7 @@ class Paths:
 
     def stage_io(self, stage: str, ds: str | None = None, method: str | None = None) -> dict[str, list[Path]]:
         """A stage run's data inputs, outputs, metrics and plots (code deps: daug/deps.py)."""
+        stage, method = stage_run(stage, method)
         notebooks = [self.notebook(stage, ds, method, s) for s in (".ipynb", ".html")]
         io: dict[str, list[Path]] = {"inputs": [], "outs": [], "metrics": [], "plots": []}
         if stage == "prepare":
@@ -136,13 +169,15 @@ class Paths:
             io["metrics"] = [self.augment_metrics(ds, method)]
         elif stage == "train":
             io["inputs"] = [self.augmented(ds, method), self.prepared(ds, "val"), self.base_model()]
-            io["outs"] = [self.adapter(ds, method), *notebooks, self.timings(stage, ds, method)]
+            io["outs"] = [self.adapters(ds, method), self.val_losses(ds, method), *notebooks,
+                          self.timings(stage, ds, method)]
             io["metrics"] = [self.train_metrics(ds, method)]
             io["plots"] = [self.train_curve(ds, method)]
         elif stage == "evaluate":
-            io["inputs"] = [self.adapter(ds, method), self.base_model(), self.prepared(ds, "test"),
-                            self.prepared(ds, "val")]
-            io["outs"] = [self.predictions(ds, method), *notebooks, self.timings(stage, ds, method)]
+            adapters = [] if method == BASE else [self.adapters(ds, method)]  # BASE: evaluate_base@<ds>
+            io["inputs"] = [*adapters, self.base_model(), self.prepared(ds, "test"), self.prepared(ds, "val")]
+            io["outs"] = [self.test_losses(ds, method), self.predictions(ds, method), *notebooks,
+                          self.timings(stage, ds, method)]
             io["metrics"] = [self.eval_metrics(ds, method)]
         elif stage == "report":
             # whole folders: DVC then orders the report after every run that writes into them

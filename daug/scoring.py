@@ -1,4 +1,4 @@
-"""Scoring generated replies against references: BLEU and ROUGE-1/2/L F1 with 95% bootstrap CIs.
+"""Scoring generated replies against references: BLEU, ROUGE-1/2/L F1 and chrF with 95% bootstrap CIs.
 
 BLEU is sacrebleu's corpus BLEU with `tokenize='zh'` (each Chinese character is a token; the
 default 13a tokenizer sees a whole Chinese sentence as one word and scores it 0).
@@ -11,6 +11,11 @@ Both tokenizers NFKC-normalise and lowercase (rouge-score lowercases too) and dr
 punctuation, as rouge-score's own tokenizer does: Chinese replies are full of `，。！`, which
 would otherwise earn every reply free ROUGE-1 matches. A text with no letters or digits at all
 (a silent `……` reply) is scored on its punctuation instead, so two such replies still match.
+
+chrF is sacrebleu's sentence chrF per example (character 6-grams, beta 2, whitespace ignored: it
+needs no word segmentation, so it suits Chinese as it stands); the corpus chrF reported here is the
+mean of the sentence scores, as for ROUGE, so it is exactly the mean that `daug compare` pairs
+(sacrebleu's own corpus chrF pools n-gram counts instead).
 
 Corpus ROUGE is the mean of per-example F1. All scores are on a 0-100 scale. Confidence intervals
 are percentile bootstrap over test examples: the same seeded resamples for every metric, corpus
@@ -33,7 +38,8 @@ from daug import DaugError
 
 BLEU_TOKENIZER = "zh"
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-METRICS = ("bleu",) + ROUGE_TYPES
+MEAN_METRICS = ROUGE_TYPES + ("chrf",)  # corpus score = mean of the per-example scores
+METRICS = ("bleu",) + MEAN_METRICS
 
 # CJK ideographs (+ extensions and compatibility), kana, Hangul syllables: one token per character.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
@@ -102,6 +108,13 @@ def bleu_signature() -> str:
     return bleu.get_signature().format()
 
 
+def chrf_signature() -> str:
+    """sacrebleu's reproducibility signature for the sentence chrF reported here."""
+    chrf = _chrf()
+    chrf.num_refs = 1
+    return chrf.get_signature().format()
+
+
 # --- per-example statistics --------------------------------------------------------------------
 
 def bleu_stats(predictions: list[str], references: list[str]) -> np.ndarray:
@@ -125,6 +138,19 @@ def corpus_bleu(predictions: list[str], references: list[str]) -> float:
     return bleu_from_stats(bleu_stats(predictions, references).sum(axis=0))
 
 
+@lru_cache(maxsize=None)
+def _chrf():
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()
+
+
+def sentence_chrf(predictions: list[str], references: list[str]) -> np.ndarray:
+    """Per-example chrF (0-100): sacrebleu's `sentence_chrf` with its defaults."""
+    chrf = _chrf()
+    return np.array([chrf.sentence_score(p, [r]).score for p, r in zip(predictions, references)], dtype=float)
+
+
 def rouge_f1(predictions: list[str], references: list[str], tokenizer: str = "char") -> dict[str, np.ndarray]:
     """Per-example ROUGE-1/2/L F1 (0-100) with the chosen Chinese tokenizer."""
     from rouge_score.rouge_scorer import RougeScorer
@@ -145,22 +171,28 @@ class ExampleScores:
     bleu_stats: np.ndarray       # (n, 10) int64
     rouge: dict[str, np.ndarray]  # rouge type -> (n,) F1 on 0-100
     rouge_tokenizer: str
+    chrf: np.ndarray             # (n,) sentence chrF on 0-100
+
+    def means(self) -> dict[str, np.ndarray]:
+        """The per-example scores whose corpus score is their mean (ROUGE, chrF)."""
+        return {**self.rouge, "chrf": self.chrf}
 
     @property
     def n(self) -> int:
         return len(self.bleu_stats)
 
     def per_example(self) -> list[dict]:
-        """Per-example scores: sentence BLEU (sacrebleu's sentence_bleu settings) and ROUGE F1."""
+        """Per-example scores: sentence BLEU (sacrebleu's sentence_bleu settings), ROUGE F1, sentence chrF."""
+        means = self.means()
         return [{"bleu": bleu_from_stats(self.bleu_stats[i], sentence=True),
-                 **{t: float(self.rouge[t][i]) for t in ROUGE_TYPES}} for i in range(self.n)]
+                 **{m: float(means[m][i]) for m in MEAN_METRICS}} for i in range(self.n)]
 
     def corpus(self, weights: np.ndarray | None = None) -> dict[str, float]:
         """Corpus scores; `weights` (n,) counts how often each example appears (a resample)."""
         w = np.ones(self.n, dtype=np.int64) if weights is None else weights
         out = {"bleu": bleu_from_stats(w @ self.bleu_stats)}
-        for t in ROUGE_TYPES:
-            out[t] = float(w @ self.rouge[t] / w.sum())
+        for m, values in self.means().items():
+            out[m] = float(w @ values / w.sum())
         return out
 
 
@@ -168,7 +200,7 @@ def example_scores(predictions: list[str], references: list[str], rouge_tokenize
     if len(predictions) != len(references):
         raise DaugError(f"{len(predictions)} predictions but {len(references)} references")
     return ExampleScores(bleu_stats(predictions, references), rouge_f1(predictions, references, rouge_tokenizer),
-                         rouge_tokenizer)
+                         rouge_tokenizer, sentence_chrf(predictions, references))
 
 
 # --- corpus scores with bootstrap CIs ----------------------------------------------------------
@@ -196,20 +228,20 @@ def summarize(scores: ExampleScores, bootstrap: int = 1000, seed: int = 0) -> di
     lows = highs = dict.fromkeys(METRICS)
     if bootstrap:
         weights = bootstrap_weights(scores.n, bootstrap, seed)
-        rouge = {t: weights @ scores.rouge[t] / scores.n for t in ROUGE_TYPES}
+        means = {m: weights @ values / scores.n for m, values in scores.means().items()}
         stats = weights @ scores.bleu_stats
-        samples = {"bleu": np.array([bleu_from_stats(row) for row in stats]), **rouge}
+        samples = {"bleu": np.array([bleu_from_stats(row) for row in stats]), **means}
         lows = {m: float(np.percentile(samples[m], 2.5)) for m in METRICS}
         highs = {m: float(np.percentile(samples[m], 97.5)) for m in METRICS}
     out = {m: {"score": point[m], "ci_low": lows[m], "ci_high": highs[m]} for m in METRICS}
     out.update(n=scores.n, bleu_tokenizer=BLEU_TOKENIZER, bleu_signature=bleu_signature(),
-               rouge_tokenizer=scores.rouge_tokenizer, bootstrap=bootstrap, seed=seed)
+               rouge_tokenizer=scores.rouge_tokenizer, chrf_signature=chrf_signature(), bootstrap=bootstrap, seed=seed)
     return out
 
 
 def score(predictions: list[str], references: list[str], rouge_tokenizer: str = "char",
           bootstrap: int = 1000, seed: int = 0) -> dict:
-    """BLEU, ROUGE-1/2/L (0-100) with 95% bootstrap CIs: see `summarize`."""
+    """BLEU, ROUGE-1/2/L, chrF (0-100) with 95% bootstrap CIs: see `summarize`."""
     return summarize(example_scores(predictions, references, rouge_tokenizer), bootstrap, seed)
 
 

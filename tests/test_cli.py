@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from daug.cli import COMMANDS, build_parser, main, stage_runs
-from daug.paths import STAGES
+from daug.paths import STAGES, notebook_source
 from tests.conftest import REPO
 
 # stage -> (CLI command, module holding `stage`, takes --dataset, takes --method)
@@ -25,6 +25,7 @@ CONTRACT = {
     "augment": ("augment", "daug.augment.apply", True, True),
     "train": ("train", "daug.train", True, True),
     "evaluate": ("evaluate", "daug.evaluate", True, True),
+    "evaluate_base": ("evaluate", "daug.evaluate", True, True),  # the evaluate notebook with method `base`
     "report": ("report", "daug.report", False, False),
 }
 
@@ -54,7 +55,7 @@ def test_every_stage_command_takes_the_same_flags(stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_the_stage_notebook_calls_the_stage_function(stage):
-    nb = json.loads((REPO / "notebooks" / f"{stage}.ipynb").read_text(encoding="utf-8"))
+    nb = json.loads((REPO / notebook_source(stage)).read_text(encoding="utf-8"))
     module = CONTRACT[stage][1].rsplit(".", 1)[1]
     calls = [node for cell in nb["cells"] if cell["cell_type"] == "code"
              for node in ast.walk(ast.parse("".join(cell["source"])))

@@ -148,3 +148,63 @@ def test_cli_table_json_and_errors(runs):
     missing = cli(runs["A"], runs["dir"] / "nope.jsonl")
     assert missing.returncode == 1
     assert missing.stderr.strip().count("\n") == 0 and "nope.jsonl: file not found" in missing.stderr
+
+
+def with_seeds(rows_by_seed: dict) -> list[dict]:
+    return [{"seed": seed, **row} for seed, rows in rows_by_seed.items() for row in rows]
+
+
+def test_a_file_with_a_seed_field_holds_one_run_per_seed(runs, tmp_path):
+    """The evaluate stage's files: one line per seed x example. Seed 1 of A is seed 0 plus 1 on loss;
+    B's rows come in another order per seed. The two-level bootstrap sees 2 seeds per side."""
+    a = with_seeds({0: runs["a"], 1: [{**r, "loss": r["loss"] + 1} for r in runs["a"]]})
+    b = with_seeds({0: runs["b"][::-1], 1: runs["b"]})
+    write_jsonl(tmp_path / "A.jsonl", a)
+    write_jsonl(tmp_path / "B.jsonl", b)
+    rows = by_metric(compare_files(tmp_path / "A.jsonl", tmp_path / "B.jsonl", n_resamples=300))
+    assert "seed" not in rows  # the seed is a key, not a metric
+    assert rows["loss"]["n_seeds_a"] == 2 and rows["loss"]["n_seeds_b"] == 2 and rows["loss"]["n"] == N
+    assert rows["loss"]["diff"] == pytest.approx(-0.1 + 0.5)  # A's seed mean is 0.5 above its seed 0
+    assert rows["rouge1"]["diff"] == pytest.approx(2) and rows["rouge1"]["ci_low"] == pytest.approx(2)
+    # the same as giving each seed its own file (the comma-separated form)
+    for seed in (0, 1):
+        write_jsonl(tmp_path / f"A{seed}.jsonl", [r for r in a if r["seed"] == seed])
+    split = by_metric(compare_files([tmp_path / "A0.jsonl", tmp_path / "A1.jsonl"], tmp_path / "B.jsonl",
+                                    n_resamples=300))
+    for metric in ("loss", "rouge1", CORPUS_BLEU):
+        assert split[metric]["diff"] == pytest.approx(rows[metric]["diff"])
+        assert split[metric]["ci_low"] == pytest.approx(rows[metric]["ci_low"])
+
+
+def test_test_loss_files_compare_on_loss_only(tmp_path):
+    """losses.jsonl rows are {seed, id, tokens, loss}: `tokens` is a count, not a metric; lower loss wins."""
+    ids = [f"t-{i}" for i in range(30)]
+    rng = np.random.default_rng(1)
+    base = rng.uniform(2, 4, len(ids))
+    write_jsonl(tmp_path / "a.losses.jsonl", [{"seed": s, "id": i, "tokens": 9, "loss": float(x) - 0.2}
+                                              for s in (0, 1) for i, x in zip(ids, base)])
+    write_jsonl(tmp_path / "b.losses.jsonl", [{"seed": None, "id": i, "tokens": 9, "loss": float(x)}
+                                              for i, x in zip(ids, base)])
+    frame = compare_files(tmp_path / "a.losses.jsonl", tmp_path / "b.losses.jsonl", n_resamples=200)
+    assert frame["metric"].tolist() == ["loss"]
+    row = frame.iloc[0]
+    assert row["diff"] == pytest.approx(-0.2) and row["better"] == "A" and row["n_seeds_b"] == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rs: rs[-1].update(id="ds-00000"), r"B.jsonl: line 80: duplicate id 'ds-00000' \(seed 1\) \(first on line 41\)"),
+    (lambda rs: rs.pop(), r"B.jsonl \[seed 1\]: ids differ from .*A.jsonl: 1 id\(s\) only in .*A.jsonl"),
+    (lambda rs: rs[3].update(seed="0"), r"B.jsonl: line 4: field 'seed' is '0', not an integer or null"),
+])
+def test_bad_seeded_files_give_one_line_errors(runs, tmp_path, change, message):
+    rows = with_seeds({0: [dict(r) for r in runs["b"]], 1: [dict(r) for r in runs["b"]]})
+    change(rows)
+    write_jsonl(tmp_path / "B.jsonl", rows)
+    with pytest.raises(DaugError, match=message):
+        compare_files(runs["A"], tmp_path / "B.jsonl", metrics=["loss"], n_resamples=10)
+
+
+def test_one_seed_in_two_files_of_a_side_is_an_error(runs, tmp_path):
+    write_jsonl(tmp_path / "s0.jsonl", with_seeds({0: runs["a"]}))
+    with pytest.raises(DaugError, match=r"s0.jsonl: seed 0 is also in .*s0.jsonl"):
+        compare_files([tmp_path / "s0.jsonl", tmp_path / "s0.jsonl"], runs["B"], metrics=["loss"], n_resamples=10)

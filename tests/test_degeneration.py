@@ -177,7 +177,9 @@ def test_script_of_the_reference_is_allowed():
     assert not leaks("我爱打DOTA，好玩！", "来一局LOL吗？")  # Latin in the reference => Latin allowed
     assert foreign_scripts("我爱打DOTA，好玩！", "来一局LOL吗？") == set()
     assert foreign_scripts("Ok, 好的 спасибо", "来一局LOL吗？") == {"Cyrillic"}
-    assert foreign_scripts("好的", "") == {"Han"}  # a reference without letters allows none
+    # a reference without letters (Paimon's "……") is no evidence of a script: nothing is foreign to it
+    assert foreign_scripts("好的", "") == set() and foreign_scripts("好的 ok", "……！") == set()
+    assert not leaks("好的", "……") and leaks("好的<end_of_turn>", "……")
     assert not leaks("", REF) and not leaks("……！", REF)
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from daug import deps
-from daug.paths import STAGES
+from daug.paths import STAGES, notebook_source
 from tests.conftest import REPO
 
 DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
@@ -45,7 +45,7 @@ def test_stage_declares_no_module_it_cannot_import(stage):
 @pytest.mark.parametrize("stage", STAGES)
 def test_static_closure_holds_every_module_a_real_import_loads(stage):
     """What Python really loads (registries discover their modules at import time) is in the closure."""
-    entries = [*deps.COMMAND_PATH[1:], *sorted(deps.notebook_imports(REPO / "notebooks" / f"{stage}.ipynb"))]
+    entries = [*deps.COMMAND_PATH[1:], *sorted(deps.notebook_imports(REPO / notebook_source(stage)))]
     code = ("import importlib, json, sys\n"
             f"for m in {entries!r}: importlib.import_module(m)\n"
             "print(json.dumps(sorted(m for m in sys.modules if m == 'daug' or m.startswith('daug.'))))")

@@ -1,5 +1,8 @@
-"""The evaluation stage (`python -m daug evaluate`) on the tiny model: predictions for every requested
-example, metrics, the adapter really applied, prompts formatted as in training, determinism, errors."""
+"""The evaluation stage (`python -m daug evaluate`) on the tiny model with two training seeds' adapters:
+every file of the output layout with one row per seed x example, the per-example test loss (the
+primary endpoint) equal to the training code's loss, adapters (with their trainable end-of-turn
+embedding) really applied, the base model evaluated like a method, degeneration flags, determinism,
+errors."""
 import contextlib
 import copy
 import io
@@ -8,18 +11,27 @@ import math
 
 import pytest
 
-from daug import DaugError
+from daug import DaugError, degeneration
 from daug.cli import main
 from daug.evaluate import config, load, prompts, stage
 from daug.io import read_records, write_jsonl
+from daug.paths import BASE
 from tests.conftest import REPO
 
-DATASET, METHOD = "zhenhuan", "rd"
+DATASET, METHOD, SEEDS = "zhenhuan", "rd", [0, 1]
+N_GEN, N_LOSS = 5, 6
+FLAG_FIELDS = set(degeneration.FLAGS)
+SCORES = {"bleu", "rouge1", "rouge2", "rougeL", "chrf"}
+
+
+def _end_of_turn(tokenizer) -> int:
+    return tokenizer.convert_tokens_to_ids("<end_of_turn>")
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory, tiny_model_dir):
-    """Prepared data (real Zhen Huan records) and a LoRA adapter with non-zero weights, in a temp dir."""
+def layout(tmp_path_factory, tiny_model_dir, tokenizer):
+    """Prepared data (real Zhen Huan records) and one LoRA adapter per training seed, each with
+    non-zero LoRA weights and a trained `<end_of_turn>` embedding row (peft TrainableTokens)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -30,25 +42,48 @@ def layout(tmp_path_factory, tiny_model_dir):
     records = [{"id": f"zhenhuan-{i:05d}", "input": "", **r} for i, r in enumerate(raw[:16])]
     write_jsonl(root / "data" / DATASET / "test.jsonl", records[:10])
     write_jsonl(root / "data" / DATASET / "val.jsonl", records[10:])
-    torch.manual_seed(0)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                      task_type="CAUSAL_LM")
-    get_peft_model(load_model(tiny_model_dir), lora).save_pretrained(root / "adapters" / DATASET / METHOD)
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                          trainable_token_indices=[_end_of_turn(tokenizer)], task_type="CAUSAL_LM")
+        model = get_peft_model(load_model(tiny_model_dir), lora)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "trainable_tokens_delta" in name:
+                    p.add_(torch.randn_like(p))
+        model.save_pretrained(root / "adapters" / DATASET / METHOD / f"seed-{seed}")
     return root
 
 
-def _params(smoke_params, **evaluate_overrides):
+def _params(smoke_params, seeds=SEEDS, **evaluate_overrides):
     params = copy.deepcopy(smoke_params)
     params["evaluate"].update(evaluate_overrides)
+    params["train"]["seeds"] = list(seeds)
     return params
+
+
+def _fp32(smoke_params, seeds=SEEDS):
+    return _params(smoke_params, seeds, max_examples=N_GEN, loss_examples=N_LOSS, dtype=None)
+
+
+def _stage(params, layout, tiny_model_dir, out, method=METHOD):
+    return stage(params, DATASET, method, base=tiny_model_dir, adapter=layout / "adapters" / DATASET / METHOD,
+                 test=layout / "data" / DATASET / "test.jsonl", val=layout / "data" / DATASET / "val.jsonl",
+                 out_dir=layout / out, timings=layout / out / "timings.json", progress=False)
+
+
+def _files(layout, out, method=METHOD):
+    stem = layout / out / f"{DATASET}-{method}"
+    return {"metrics": stem.with_suffix(".json"), "losses": layout / out / f"{DATASET}-{method}.losses.jsonl",
+            "predictions": layout / out / f"{DATASET}-{method}.predictions.jsonl"}
 
 
 @pytest.fixture(scope="module")
 def fp32_run(layout, tiny_model_dir, smoke_params, tmp_path_factory):
-    """`python -m daug evaluate` on 5 of the 10 test records, in float32 (exact comparisons below)."""
+    """`python -m daug evaluate` over both seeds, in float32 (exact comparisons below)."""
     import yaml
 
-    params = _params(smoke_params, max_examples=5, dtype=None)
+    params = _fp32(smoke_params)
     params_file = tmp_path_factory.mktemp("params") / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     out = io.StringIO()
@@ -59,66 +94,122 @@ def fp32_run(layout, tiny_model_dir, smoke_params, tmp_path_factory):
                      "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(layout / "out"),
                      "--timings", str(layout / "out" / "timings.json")])
     assert code == 0
-    assert out.getvalue().startswith(f"{DATASET}/{METHOD}: n=5  bleu ")
-    return params, json.loads((layout / "out" / f"{DATASET}-{METHOD}.json").read_text(encoding="utf-8"))
+    assert out.getvalue().startswith(f"{DATASET}/{METHOD} seed-0: test_loss ")
+    files = _files(layout, "out")
+    return params, {k: json.loads(f.read_text(encoding="utf-8")) if k == "metrics" else read_records(f)
+                    for k, f in files.items()}
 
 
-def test_writes_predictions_for_every_requested_example_and_the_metrics(fp32_run, layout):
-    params, metrics = fp32_run
-    test = read_records(layout / "data" / DATASET / "test.jsonl")[:5]
-    rows = read_records(layout / "out" / f"{DATASET}-{METHOD}.predictions.jsonl")
-    assert [r["id"] for r in rows] == [t["id"] for t in test]
-    assert [r["reference"] for r in rows] == [t["output"] for t in test]
-    assert [r["instruction"] for r in rows] == [t["instruction"] for t in test]
+def test_writes_every_file_with_one_row_per_seed_and_example(fp32_run, layout):
+    params, out = fp32_run
+    test = read_records(layout / "data" / DATASET / "test.jsonl")
+    assert [(r["seed"], r["id"]) for r in out["losses"]] == [(s, t["id"]) for s in SEEDS for t in test[:N_LOSS]]
+    assert all(set(r) == {"seed", "id", "tokens", "loss"} and r["tokens"] > 0 and r["loss"] > 0 for r in out["losses"])
+    rows = out["predictions"]
+    assert [(r["seed"], r["id"]) for r in rows] == [(s, t["id"]) for s in SEEDS for t in test[:N_GEN]]
+    assert [r["reference"] for r in rows] == [t["output"] for t in test[:N_GEN]] * 2
     for r in rows:
-        assert isinstance(r["prediction"], str)
-        assert 0 <= r["reply_tokens"] <= params["evaluate"]["max_new_tokens"]
-        assert all(0 <= r[m] <= 100 for m in ("bleu", "rouge1", "rouge2", "rougeL"))
+        assert set(r) == {"seed", "id", "instruction", "input", "reference", "prediction", "reply_tokens"} | SCORES | FLAG_FIELDS
+        assert isinstance(r["prediction"], str) and 0 <= r["reply_tokens"] <= params["evaluate"]["max_new_tokens"]
+        assert all(0 <= r[m] <= 100 for m in SCORES)
+        assert r == {**r, **degeneration.flags(r["prediction"], r["reference"], r["reply_tokens"], 8)}
 
-    saved = metrics
-    assert saved["dataset"] == DATASET and saved["method"] == METHOD and saved["n"] == 5
-    for m in ("bleu", "rouge1", "rouge2", "rougeL"):
-        s = saved[m]
-        assert s["ci_low"] <= s["score"] <= s["ci_high"] or s["ci_low"] == s["ci_high"]
-    assert saved["val_examples"] == 4 and math.isfinite(saved["val_loss"])
-    assert saved["perplexity"] == pytest.approx(math.exp(saved["val_loss"]))
-    assert saved["bleu_tokenizer"] == "zh" and saved["rouge_tokenizer"] == "char"
-    assert saved["max_new_tokens"] == 8 and saved["dtype"] == "float32"
-    assert saved["adapter"].endswith(f"adapters/{DATASET}/{METHOD}")
-    assert "seconds" not in saved  # results only: the timings have their own file
-    timings = json.loads((layout / "out" / "timings.json").read_text(encoding="utf-8"))
-    assert set(timings["seconds"]) == {"load", "generate", "score", "val_loss", "total"}
-
-
-def test_score_cli_on_the_predictions_reproduces_the_metrics(fp32_run, layout, capsys):
-    """Every score can be audited: re-scoring the saved predictions gives the same numbers."""
-    params, metrics = fp32_run
-    cfg = params["evaluate"]
-    code = main(["score", str(layout / "out" / f"{DATASET}-{METHOD}.predictions.jsonl"),
-                 "--bootstrap", str(cfg["bootstrap"]), "--seed", str(params["seed"])])
-    from daug.io import round_floats
-
-    rescored = json.loads(capsys.readouterr().out)
-    assert code == 0
-    for m in ("bleu", "rouge1", "rouge2", "rougeL", "n"):
-        assert round_floats(rescored[m]) == metrics[m]  # the metrics file states METRIC_DECIMALS places
+    assert list(out["metrics"]) == ["seed-0", "seed-1"]
+    for seed in SEEDS:
+        m = out["metrics"][f"seed-{seed}"]
+        assert m["seed"] == seed and m["n"] == N_GEN and m["n_loss"] == N_LOSS and m["val_examples"] == 4
+        losses = [r["loss"] for r in out["losses"] if r["seed"] == seed]
+        assert m["test_loss"] == pytest.approx(sum(losses) / N_LOSS, abs=1e-6)  # each example weight 1
+        for s in SCORES:
+            assert m[s]["ci_low"] <= m[s]["score"] <= m[s]["ci_high"] or m[s]["ci_low"] == m[s]["ci_high"]
+        assert math.isfinite(m["val_loss"]) and m["perplexity"] == pytest.approx(math.exp(m["val_loss"]))
+        assert m["max_new_tokens"] == 8 and m["dtype"] == "float32" and m["bleu_tokenizer"] == "zh"
+        seed_rows = [r for r in rows if r["seed"] == seed]
+        assert m["degeneration"] == degeneration.summary(seed_rows, 8)
+        assert m["replies_at_limit"] == sum(r["at_limit"] for r in seed_rows)
+    assert out["metrics"]["seed-0"]["test_loss"] != out["metrics"]["seed-1"]["test_loss"]  # two different adapters
+    timings = json.loads((layout / "out" / "timings.json").read_text(encoding="utf-8"))["seconds"]
+    assert set(timings) == {"load_base", "seed-0", "seed-1", "total"}
+    assert set(timings["seed-1"]) == {"load", "test_loss", "generate", "score", "val_loss"}
+    assert "seconds" not in json.dumps(out["metrics"])  # results only: the timings have their own file
 
 
-def test_adapter_is_applied_and_merged_exactly(fp32_run, layout, tiny_model_dir, tokenizer, smoke_params):
-    """val loss of the merged model equals the unmerged PeftModel's, and differs from the base model's."""
+def test_per_example_losses_are_the_training_losses(fp32_run, layout, tiny_model_dir, tokenizer, smoke_params):
+    """Token-weighted, the per-example losses give validation_loss's mean on the same records, with the
+    adapter applied unmerged by peft: the merged model (with its trainable token row) is the same function."""
     from peft import PeftModel
 
     from daug.basemodel import load_model
     from daug.train import validation_loss
 
-    _, metrics = fp32_run
-    tok = tokenizer
-    val = read_records(layout / "data" / DATASET / "val.jsonl")[:4]
+    _, out = fp32_run
+    test = read_records(layout / "data" / DATASET / "test.jsonl")[:N_LOSS]
     system = smoke_params["datasets"][DATASET]["system_prompt"]
-    peft = PeftModel.from_pretrained(load_model(tiny_model_dir), str(layout / "adapters" / DATASET / METHOD))
-    assert metrics["val_loss"] == pytest.approx(validation_loss(peft, tok, val, system, 128, 4), rel=1e-5)
-    base = validation_loss(load_model(tiny_model_dir), tok, val, system, 128, 4)
-    assert abs(metrics["val_loss"] - base) > 1e-3
+    for seed in SEEDS:
+        rows = [r for r in out["losses"] if r["seed"] == seed]
+        weighted = sum(r["loss"] * r["tokens"] for r in rows) / sum(r["tokens"] for r in rows)
+        peft = PeftModel.from_pretrained(load_model(tiny_model_dir), str(layout / "adapters" / DATASET / METHOD / f"seed-{seed}"))
+        assert weighted == pytest.approx(validation_loss(peft, tokenizer, test, system, 128, 4), rel=1e-5)
+    base = validation_loss(load_model(tiny_model_dir), tokenizer, test, system, 128, 4)
+    assert abs(weighted - base) > 1e-3
+
+
+def test_merging_keeps_the_trained_end_of_turn_row_in_embedding_and_tied_head(layout, tiny_model_dir, tokenizer):
+    from safetensors.torch import load_file
+
+    from daug.basemodel import load_model
+
+    eot = _end_of_turn(tokenizer)
+    adapter = layout / "adapters" / DATASET / METHOD / "seed-0"
+    delta = next(w for n, w in load_file(adapter / "adapter_model.safetensors").items() if "trainable_tokens" in n)
+    original = load_model(tiny_model_dir)
+    model, _ = load(tiny_model_dir, adapter)
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert not any("lora" in n or "token_adapter" in n for n, _ in model.named_parameters())  # a plain model
+    assert (embedding[eot] - original.get_input_embeddings().weight[eot]).abs().max() > 0.1
+    assert embedding[eot].tolist() == delta[0].tolist()  # peft stores the trained row itself, merged by index_copy
+    assert head[eot].tolist() == embedding[eot].tolist()  # Gemma ties the head to the embedding
+    assert embedding[eot + 1].tolist() == original.get_input_embeddings().weight[eot + 1].tolist()
+
+
+def test_one_seed_alone_gives_the_same_rows_as_beside_another(fp32_run, layout, tiny_model_dir, smoke_params):
+    """The base model is loaded once and reused across seeds: nothing of seed 0 leaks into seed 1."""
+    _, out = fp32_run
+    _stage(_fp32(smoke_params, seeds=[1]), layout, tiny_model_dir, "seed1")
+    alone = {k: read_records(f) for k, f in _files(layout, "seed1").items() if k != "metrics"}
+    assert alone["losses"] == [r for r in out["losses"] if r["seed"] == 1]
+    assert alone["predictions"] == [r for r in out["predictions"] if r["seed"] == 1]
+
+
+def test_the_base_model_is_evaluated_like_a_method_with_seed_null(fp32_run, layout, tiny_model_dir, smoke_params):
+    _, out = fp32_run
+    result = _stage(_fp32(smoke_params), layout, tiny_model_dir, "base", method=BASE)
+    files = _files(layout, "base", BASE)
+    metrics = json.loads(files["metrics"].read_text(encoding="utf-8"))
+    assert list(metrics) == ["base"] and metrics["base"]["seed"] is None and result["metrics"] == metrics
+    losses, rows = read_records(files["losses"]), read_records(files["predictions"])
+    assert [r["seed"] for r in losses] == [None] * N_LOSS and [r["seed"] for r in rows] == [None] * N_GEN
+    assert [r["id"] for r in losses] == [r["id"] for r in out["losses"] if r["seed"] == 0]
+    assert [r["loss"] for r in losses] != [r["loss"] for r in out["losses"] if r["seed"] == 0]
+    assert set(metrics["base"]["degeneration"]["share"]) == FLAG_FIELDS
+    timings = json.loads((layout / "base" / "timings.json").read_text(encoding="utf-8"))["seconds"]
+    assert set(timings) == {"load_base", "base", "total"}
+
+
+def test_score_cli_on_one_seeds_predictions_reproduces_its_metrics(fp32_run, layout, tmp_path):
+    """Every score can be audited: re-scoring a seed's saved predictions gives the same numbers."""
+    from daug.io import round_floats
+
+    params, out = fp32_run
+    path = tmp_path / "seed-1.jsonl"
+    write_jsonl(path, [r for r in out["predictions"] if r["seed"] == 1])
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["score", str(path), "--bootstrap", str(params["evaluate"]["bootstrap"]), "--seed", str(params["seed"])])
+    assert code == 0
+    rescored = json.loads(buffer.getvalue())
+    for m in (*SCORES, "n"):
+        assert round_floats(rescored[m]) == out["metrics"]["seed-1"][m]
 
 
 def test_prompts_are_the_training_prompts(layout, tokenizer, smoke_params):
@@ -133,24 +224,29 @@ def test_prompts_are_the_training_prompts(layout, tokenizer, smoke_params):
 
 
 def test_same_params_same_bytes(fp32_run, layout, tiny_model_dir):
-    params, metrics = fp32_run
-    again = stage(params, DATASET, METHOD, base=tiny_model_dir, adapter=layout / "adapters" / DATASET / METHOD,
-                  test=layout / "data" / DATASET / "test.jsonl", val=layout / "data" / DATASET / "val.jsonl",
-                  out_dir=layout / "again", timings=layout / "again" / "timings.json", progress=False)
-    name = f"{DATASET}-{METHOD}.predictions.jsonl"
-    assert (layout / "again" / name).read_bytes() == (layout / "out" / name).read_bytes()
-    differ = {k for k in metrics if metrics[k] != again[k]}
-    assert differ <= {"predictions"}
-    again_file = json.loads((layout / "again" / f"{DATASET}-{METHOD}.json").read_text(encoding="utf-8"))
-    assert {k: v for k, v in again_file.items() if k != "predictions"} == {
-        k: v for k, v in metrics.items() if k != "predictions"}  # same inputs, same metrics file
+    params, _ = fp32_run
+    _stage(params, layout, tiny_model_dir, "again")
+    for name, first in _files(layout, "out").items():
+        assert _files(layout, "again")[name].read_bytes() == first.read_bytes(), name
 
 
-def test_missing_adapter_and_bad_params_are_clear_errors(layout, tiny_model_dir, smoke_params):
+def test_bad_input_and_missing_adapters_are_clear_errors(layout, tiny_model_dir, smoke_params, tmp_path):
     with pytest.raises(DaugError, match=r"paimon/rd: no LoRA adapter here .*run the train stage"):
         load(tiny_model_dir, layout / "adapters" / "paimon" / "rd")
+    with pytest.raises(DaugError, match=r"rd/seed-2: no LoRA adapter here .*train.seeds = \[0, 2\]"):
+        _stage(_fp32(smoke_params, seeds=[0, 2]), layout, tiny_model_dir, "missing")
+    with pytest.raises(DaugError, match="train.seeds: expected a non-empty list"):
+        _stage(_fp32(smoke_params, seeds=[]), layout, tiny_model_dir, "missing")
+    bad = read_records(layout / "data" / DATASET / "test.jsonl")
+    bad[7]["output"] = 3
+    write_jsonl(tmp_path / "test.jsonl", bad)
+    with pytest.raises(DaugError, match=r"test.jsonl: record 8"):
+        stage(_fp32(smoke_params), DATASET, METHOD, base=tiny_model_dir, test=tmp_path / "test.jsonl",
+              adapter=layout / "adapters" / DATASET / METHOD, out_dir=tmp_path, progress=False)
     with pytest.raises(DaugError, match="max_new_tokens must be a positive integer"):
         config(_params(smoke_params, max_new_tokens=0))
+    with pytest.raises(DaugError, match="loss_examples must be a non-negative integer or null"):
+        config(_params(smoke_params, loss_examples=-1))
     with pytest.raises(DaugError, match="unknown key.*max_exmaples"):
         config(_params(smoke_params, max_exmaples=3))
     with pytest.raises(DaugError, match="dtype must be null .* got 'fp8'"):
@@ -160,6 +256,6 @@ def test_missing_adapter_and_bad_params_are_clear_errors(layout, tiny_model_dir,
 def test_load_merges_the_adapter_and_casts_to_the_evaluation_dtype(layout, tiny_model_dir):
     import torch
 
-    model, _ = load(tiny_model_dir, layout / "adapters" / DATASET / METHOD, dtype="bfloat16")
+    model, _ = load(tiny_model_dir, layout / "adapters" / DATASET / METHOD / "seed-0", dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not any("lora" in name for name, _ in model.named_parameters())  # merged: a plain model

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daug.params import profiles, write_profile
-from daug.paths import STAGES, Paths, notebook_source, run_name
+from daug.paths import BASE, STAGES, Paths, notebook_source, run_name, stage_run
 from tests.conftest import REPO
 
 
@@ -31,8 +31,8 @@ def runs(stage: str, params: dict) -> list[tuple[str, str | None, str | None]]:
     datasets, methods = list(params["datasets"]), params["augment"]["methods"]
     if stage in ("base_model", "report"):
         return [(stage, None, None)]
-    if stage == "prepare":
-        return [(f"prepare@{d}", d, None) for d in datasets]
+    if stage in ("prepare", "evaluate_base"):
+        return [(f"{stage}@{d}", d, None) for d in datasets]
     return [(f"{stage}@{d}-{m}", d, m) for d in datasets for m in methods]
 
 
@@ -68,7 +68,8 @@ def test_dvc_yaml_declares_exactly_the_paths_of_daug_paths(profile, tmp_path):
             body = stages[name].cmd.split()
             assert body[:4] == ["python", "-m", "daug", "notebook"]
             assert body[4] == notebook_source(stage).as_posix()
-            assert body[5] == paths.notebook(stage, ds, method).as_posix()
+            nb_stage, nb_method = stage_run(stage, method)  # evaluate_base runs evaluate on BASE
+            assert body[5] == paths.notebook(nb_stage, ds, nb_method).as_posix()
     assert set(stages) == expected_names
 
 
@@ -84,9 +85,23 @@ def test_a_run_is_named_once():
     p = Paths("smoke")
     assert run_name("augment", "zhenhuan", "rd") == "augment-zhenhuan-rd"
     assert p.notebook("augment", "zhenhuan", "rd", ".html") == Path("reports/smoke/notebooks/augment-zhenhuan-rd.html")
-    assert p.adapter("zhenhuan", "rd") == Path("models/adapters/zhenhuan/rd")
-    assert p.runs("zhenhuan", "rd") == Path("runs/smoke/zhenhuan/rd")
+    assert p.adapters("zhenhuan", "rd") == Path("models/adapters/zhenhuan/rd")
+    assert p.adapter("zhenhuan", "rd", 1) == Path("models/adapters/zhenhuan/rd/seed-1")
+    assert p.runs("zhenhuan", "rd", 0) == Path("runs/smoke/zhenhuan/rd/seed-0")
     assert Paths("cpu", Path("/x")).eval_metrics("paimon", "bt") == Path("/x/reports/cpu/eval/paimon-bt.json")
+
+
+def test_the_base_model_is_evaluated_like_a_method_without_an_adapter():
+    p = Paths("cpu")
+    base, method = p.stage_io("evaluate_base", "paimon"), p.stage_io("evaluate", "paimon", "rd")
+    assert notebook_source("evaluate_base") == notebook_source("evaluate") == Path("notebooks/evaluate.ipynb")
+    assert base["inputs"] == [i for i in method["inputs"] if i != p.adapters("paimon", "rd")]
+    assert base["outs"] == [p.test_losses("paimon", BASE), p.predictions("paimon", BASE),
+                            Path("reports/cpu/notebooks/evaluate-paimon-base.ipynb"),
+                            Path("reports/cpu/notebooks/evaluate-paimon-base.html"),
+                            Path("reports/cpu/timings/evaluate-paimon-base.json")]
+    assert base["metrics"] == [Path("reports/cpu/eval/paimon-base.json")]
+    assert p.test_losses("paimon", "rd") == Path("reports/cpu/eval/paimon-rd.losses.jsonl")
 
 
 def test_one_fallback_profile():

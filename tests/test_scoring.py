@@ -115,7 +115,23 @@ def test_per_example_scores_match_sacrebleu_sentence_bleu(corpus):
     rows = example_scores(preds[:12], refs[:12]).per_example()
     for row, p, r in zip(rows, preds, refs):
         assert row["bleu"] == sacrebleu.sentence_bleu(p, [r], tokenize="zh").score
-        assert set(row) == {"bleu", "rouge1", "rouge2", "rougeL"}
+        assert set(row) == {"bleu", "rouge1", "rouge2", "rougeL", "chrf"}
+
+
+def test_per_example_chrf_is_sacrebleu_sentence_chrf_and_the_corpus_chrf_their_mean(corpus):
+    preds, refs = corpus
+    ex = example_scores(preds, refs)
+    rows = ex.per_example()
+    expected = [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(preds, refs)]
+    assert [row["chrf"] for row in rows] == expected
+    assert rows[0]["chrf"] == 100.0 and min(expected) < 40  # a perfect copy; another reply scores low
+    summary = summarize(ex, 300, seed=0)
+    assert summary["chrf"]["score"] == pytest.approx(np.mean(expected))
+    assert summary["chrf"]["ci_low"] < summary["chrf"]["score"] < summary["chrf"]["ci_high"]
+    weights = bootstrap_weights(len(preds), 300, seed=0)  # the CI is over the same resamples as the others
+    means = weights @ np.array(expected) / len(preds)
+    assert summary["chrf"]["ci_low"] == pytest.approx(np.percentile(means, 2.5))
+    assert summary["chrf_signature"].startswith("nrefs:1|")
 
 
 def test_bootstrap_ci_contains_point_and_is_deterministic_by_seed(corpus):
@@ -124,7 +140,7 @@ def test_bootstrap_ci_contains_point_and_is_deterministic_by_seed(corpus):
     a, b, c = summarize(ex, 300, seed=0), summarize(ex, 300, seed=0), summarize(ex, 300, seed=1)
     assert a == b
     assert a != c
-    for m in ("bleu", "rouge1", "rouge2", "rougeL"):
+    for m in ("bleu", "rouge1", "rouge2", "rougeL", "chrf"):
         s = a[m]
         assert s["ci_low"] < s["score"] < s["ci_high"], (m, s)
         assert s["ci_high"] - s["ci_low"] < 40, (m, s)  # 200 examples: an informative interval

@@ -1,5 +1,7 @@
-"""The train stage on the tiny Gemma 3: masking, truncation, learning, resume after a real kill,
-NaN handling, two processes, 4-bit code path, and the adapter's PEFT format."""
+"""The train stage on the tiny Gemma 3: masking, truncation, the fast loss (with trainable token
+rows), the end-of-turn remedy, early stopping at the validation minimum and best-state restore,
+seeds, exposure, resume after a real kill, NaN handling, two processes, and the adapter's PEFT
+format (load and merge)."""
 from __future__ import annotations
 
 import copy
@@ -18,9 +20,9 @@ import yaml
 from safetensors.torch import load_file
 
 from daug import DaugError
-from daug.chat import messages, prompt_text
+from daug.chat import GEMMA_END, messages, prompt_text
 from daug.io import read_records, write_jsonl
-from daug.train import encode_example, encode_records, stage, validation_loss
+from daug.train import encode_example, encode_records, exposure, stage, validation_loss
 from daug.training.data import IGNORE, batch_schedule, collate
 from daug.training.loop import TrainConfig
 from tests.conftest import REPO
@@ -28,6 +30,9 @@ from tests.conftest import REPO
 SYSTEM = "现在你要扮演皇帝身边的女人--甄嬛"
 RAW = REPO / "data/raw/zhenhuan/huanhuan.json"  # vendored: no stage has to run first
 ADAPTER = "adapter_model.safetensors"
+SEEDS = [0, 1]
+EOT = [GEMMA_END]
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,29 +56,40 @@ def data_file(tmp_path_factory, records) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def val_file(tmp_path_factory) -> Path:
+    """Held-out records: the 8 training records overfit, so their loss turns (early stopping)."""
+    path = tmp_path_factory.mktemp("val") / "val.jsonl"
+    write_jsonl(path, read_records(RAW)[8:16])
+    return path
+
+
 def tiny_params(smoke_params, dropout: float = 0.1, **train) -> dict:
     params = copy.deepcopy(smoke_params)
-    params["train"].update({"steps": 24, "batch_size": 4, "learning_rate": 0.1, "max_length": 64, "log_every": 4,
-                            "eval_every": 8, "checkpoint_every": 2, "val_examples": 8, **train})
+    params["train"].update({"seeds": SEEDS, "steps": 24, "batch_size": 4, "learning_rate": 0.1, "max_length": 64,
+                            "log_every": 2, "eval_every": 2, "patience": 2, "checkpoint_every": 1, "val_examples": 8,
+                            **train})
     params["lora"]["dropout"] = dropout  # random: a resumed run must restore the generator's state
+    params["lora"]["trainable_tokens"] = EOT
     return params
 
 
 def stage_paths(root: Path) -> dict:
     return {"out": root / "adapter", "runs": root / "runs", "report_csv": root / "loss.csv",
-            "report_json": root / "summary.json", "report_timings": root / "timings.json"}
+            "report_json": root / "summary.json", "report_val": root / "val.jsonl",
+            "report_timings": root / "timings.json"}
 
 
-def run_stage(params, root: Path, data: Path, base: Path) -> dict:
-    return stage(params, "zhenhuan", "none", data=data, val=data, base=base, **stage_paths(root))
+def run_stage(params, root: Path, data: Path, base: Path, val: Path | None = None) -> dict:
+    return stage(params, "zhenhuan", "none", data=data, val=val or data, base=base, **stage_paths(root))
 
 
-def cli_args(params_file: Path, root: Path, data: Path, base: Path) -> list[str]:
+def cli_args(params_file: Path, root: Path, data: Path, base: Path, val: Path) -> list[str]:
     p = stage_paths(root)
     return ["-m", "daug", "train", "--params", str(params_file), "--dataset", "zhenhuan", "--method", "none",
-            "--data", str(data), "--val", str(data), "--base", str(base), "--out", str(p["out"]),
+            "--data", str(data), "--val", str(val), "--base", str(base), "--out", str(p["out"]),
             "--runs", str(p["runs"]), "--report-csv", str(p["report_csv"]), "--report-json", str(p["report_json"]),
-            "--report-timings", str(p["report_timings"])]
+            "--report-val", str(p["report_val"]), "--report-timings", str(p["report_timings"])]
 
 
 def assert_same_adapter(a: Path, b: Path, atol: float) -> None:
@@ -83,13 +99,42 @@ def assert_same_adapter(a: Path, b: Path, atol: float) -> None:
         torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=0, msg=name)
 
 
+def seeds_of(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "timings"}
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, smoke_params, tiny_model_dir, data_file):
-    """One uninterrupted run: 24 steps overfitting 8 records (validated on the same records)."""
+def trained(tmp_path_factory, smoke_params, tiny_model_dir, data_file, val_file):
+    """One uninterrupted run per seed: at most 24 steps on 8 records, validated on 8 others every 2
+    steps; the training records overfit, so each seed stops early at its validation minimum."""
     root = tmp_path_factory.mktemp("trained")
     params = tiny_params(smoke_params)
-    summary = run_stage(params, root, data_file, tiny_model_dir)
+    summary = run_stage(params, root, data_file, tiny_model_dir, val_file)
     return {"root": root, "params": params, "summary": summary}
+
+
+SHORT = ["臣妾遵旨。", "是。", "好的，皇上。", "嗯。"]
+
+
+@pytest.fixture(scope="module")
+def short_replies(records) -> list[dict]:
+    return [dict(r, output=SHORT[i % len(SHORT)]) for i, r in enumerate(records)]
+
+
+def overfit(tmp_path_factory, smoke_params, tiny_model_dir, short_replies, tokens: list[str]) -> dict:
+    """One seed, 24 steps on 8 short replies (validated on the same records: no early stop)."""
+    root = tmp_path_factory.mktemp("overfit")
+    data = root / "short.jsonl"
+    write_jsonl(data, short_replies)
+    params = tiny_params(smoke_params, dropout=0.0, seeds=[0], max_length=128, eval_every=8, patience=100)
+    params["lora"]["trainable_tokens"] = tokens
+    summary = run_stage(params, root, data, tiny_model_dir)
+    return {"root": root, "adapter": root / "adapter" / "seed-0", "summary": summary["seed-0"]}
+
+
+@pytest.fixture(scope="module")
+def eot_trained(tmp_path_factory, smoke_params, tiny_model_dir, short_replies):
+    return overfit(tmp_path_factory, smoke_params, tiny_model_dir, short_replies, EOT)
 
 
 # --- formatting and masking -------------------------------------------------------------------------
@@ -132,6 +177,25 @@ def test_malformed_record_names_file_and_record(tokenizer):
                        SYSTEM, 64, source="aug.jsonl")
 
 
+def lora_with_moved_rows(tiny_model_dir, tokens: list[str]):
+    """A LoRA model whose every trainable weight is off its initial value (B starts at zero, the
+    token rows at the base's), so each one changes the loss."""
+    from daug.training.loop import lora_model
+
+    model = lora_model(tiny_model_dir, {"dtype": "float32"}, {**LORA, "trainable_tokens": tokens}, 0, "float32",
+                       torch.device("cpu"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+            if "trainable_tokens_delta" in name:
+                p.add_(torch.randn_like(p))
+    trained_rows = [n for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens_delta" in n]
+    assert len(trained_rows) == bool(tokens)  # one set of rows, shared by the tied embedding and head
+    return model
+
+
 def test_fast_reply_loss_equals_the_models_own_masked_loss(tiny_model_dir, tokenizer, records):
     from daug.basemodel import load_model
     from daug.training.loss import ReplyLoss
@@ -149,21 +213,36 @@ def test_fast_reply_loss_equals_the_models_own_masked_loss(tiny_model_dir, token
     assert one_by_one == pytest.approx(full, rel=1e-5)
 
 
-@pytest.mark.parametrize("softcap", [None, 0.05])
-def test_fast_reply_loss_has_the_models_own_gradient(tiny_model_dir, tokenizer, records, softcap):
-    """The fused frozen-head cross-entropy gives the LoRA weights the gradient plain autograd gives."""
-    from daug.training.loop import lora_model
+def test_fast_reply_loss_with_trained_token_rows_equals_the_peft_models_own_loss(tiny_model_dir, tokenizer,
+                                                                                  records):
+    """The end-of-turn row, trained: the fast loss (training) and the per-example loss (validation)
+    both see it in the embedding and in the head, as peft's own forward does."""
+    from daug.training.loss import ReplyLoss, example_losses
+
+    model = lora_with_moved_rows(tiny_model_dir, EOT).eval()
+    enc = encode_records(tokenizer, records, SYSTEM, 64)
+    ids, mask, labels = collate(enc.examples, tokenizer.pad_token_id)
+    eot = tokenizer.convert_tokens_to_ids(GEMMA_END)
+    assert (labels == eot).sum() == len(enc.examples) - enc.truncated  # each whole reply ends with the row
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+        total, count = ReplyLoss(model)(ids, mask, labels)
+        with model.disable_adapter():
+            plain = model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    assert total.item() / int(count) == pytest.approx(full, rel=1e-5)
+    assert abs(plain - full) > 1e-3  # the moved rows and LoRA weights matter to the value
+    per_example = example_losses(model, enc.examples, tokenizer.pad_token_id, 3)
+    assert sum(e.loss for e in per_example) / sum(e.tokens for e in per_example) == pytest.approx(full, rel=1e-5)
+
+
+@pytest.mark.parametrize("softcap,tokens", [(None, []), (0.05, []), (None, EOT), (0.05, EOT + ["<start_of_turn>"])])
+def test_fast_reply_loss_has_the_models_own_gradient(tiny_model_dir, tokenizer, records, softcap, tokens):
+    """The fused frozen-head cross-entropy gives the LoRA weights (and the trained token rows, which
+    the tied embedding and head share) the gradient plain autograd gives."""
     from daug.training.loss import ReplyLoss
 
-    model = lora_model(tiny_model_dir, {"dtype": "float32"},
-                       {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}, 0, "float32",
-                       torch.device("cpu"))
+    model = lora_with_moved_rows(tiny_model_dir, tokens)
     model.get_base_model().config.final_logit_softcapping = softcap  # Gemma 2 style capping, if a model has it
-    torch.manual_seed(1)
-    with torch.no_grad():  # B starts at zero; make every LoRA weight receive a gradient
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
     ids, mask, labels = collate(encode_records(tokenizer, records, SYSTEM, 64).examples, tokenizer.pad_token_id)
     model.train()
     full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -174,7 +253,16 @@ def test_fast_reply_loss_has_the_models_own_gradient(tiny_model_dir, tokenizer, 
     (total / count).backward()
     assert (total / count).item() == pytest.approx(full.item(), rel=1e-5)
     for name, grad in expected.items():
-        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-7, msg=name)
+        assert grad.abs().sum() > 0, name  # float32 rounding: atol ~1e-6 of gradients up to ~0.5
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_trainable_token_outside_the_vocabulary_is_a_clear_error(tiny_model_dir):
+    from daug.training.loop import lora_model
+
+    with pytest.raises(DaugError, match=r"lora.trainable_tokens: '<end_of_reply>' is not a token of the tokenizer"):
+        lora_model(tiny_model_dir, {"dtype": "float32"}, {**LORA, "trainable_tokens": ["<end_of_reply>"]}, 0,
+                   "float32", torch.device("cpu"))
 
 
 def test_batch_order_is_fixed_by_seed_and_groups_lengths():
@@ -191,6 +279,27 @@ def test_batch_order_is_fixed_by_seed_and_groups_lengths():
 def test_unknown_train_key_is_a_clear_error():
     with pytest.raises(DaugError, match=r"unknown key\(s\) stepz"):
         TrainConfig.from_params({"stepz": 3})
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], [0.5], "0", [-1], [True]])
+def test_bad_training_seeds_are_a_clear_error(seeds):
+    with pytest.raises(DaugError, match=r"params train.seeds: .*expected a list of distinct integers >= 0"):
+        TrainConfig.from_params({"seeds": seeds})
+
+
+def test_exposure_counts_originals_and_augmentations_seen_up_to_a_step():
+    """Passes = examples of a kind in the first `steps` batches / records of that kind; a dropped
+    record (no example) still counts as a record."""
+    from daug.training.data import Encoded
+
+    records = [{"method": "none"}, {"method": "rd"}, {"method": "none"}, {"method": "rd"}, {"method": "rd"}, {}]
+    train = Encoded([None] * 5, records=[0, 1, 2, 3, 5])  # record 4 was dropped; 5 has no provenance: original
+    batches = [[0, 1], [2, 3], [4, 0], [1, 2]]
+    assert exposure(batches, train, records, 0) == (0.0, 0.0)
+    assert exposure(batches, train, records, 2) == (2 / 3, 2 / 3)   # examples 0, 2 / 1, 3
+    assert exposure(batches, train, records, 4) == (5 / 3, 3 / 3)   # + 4 (record 5), 0, 2 / 1
+    only_originals = Encoded([None] * 2, records=[0, 1])
+    assert exposure([[0, 1]], only_originals, [records[0], records[2]], 1) == (1.0, None)  # no augmentation: None
 
 
 def test_train_config_defaults_come_from_base_yaml_and_old_precisions_are_named():
@@ -222,53 +331,176 @@ def test_example_losses_are_per_example_in_input_order_and_batch_independent(tin
 
 # --- training runs ----------------------------------------------------------------------------------
 
-def test_loss_decreases_and_outputs_are_written(trained):
-    root, summary = trained["root"], trained["summary"]
-    log = (root / "loss.csv").read_text().splitlines()
-    assert log[0] == "step,split,loss"
-    rows = [line.split(",") for line in log[1:]]
-    assert [(int(s), split) for s, split, _ in rows if split == "val"] == [(0, "val"), (8, "val"), (16, "val"), (24, "val")]
-    assert [int(s) for s, split, _ in rows if split == "train"] == [4, 8, 12, 16, 20, 24]
-    val = [float(x) for _, split, x in rows if split == "val"]
-    train = [float(x) for _, split, x in rows if split == "train"]
-    assert val[-1] < val[0] - 0.05 and train[-1] < train[0] - 0.05  # it learns the 8 records
+def read_curve(path: Path) -> dict[int, list[tuple[int, str, float]]]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "seed,step,split,loss"
+    out: dict[int, list] = {}
+    for line in lines[1:]:
+        seed, step, split, loss = line.split(",")
+        out.setdefault(int(seed), []).append((int(step), split, float(loss)))
+    return out
+
+
+def test_each_seed_stops_at_its_validation_minimum_and_outputs_are_written(trained):
+    root, summary, params = trained["root"], trained["summary"], trained["params"]
+    cfg = params["train"]
+    curves = read_curve(root / "loss.csv")
+    assert list(curves) == SEEDS and list(seeds_of(summary)) == ["seed-0", "seed-1"]
     on_disk = json.loads((root / "summary.json").read_text())
     timings = json.loads((root / "timings.json").read_text())
-    assert on_disk == json.loads(json.dumps({k: v for k, v in summary.items() if k != "timings"}))
-    assert timings == summary["timings"] and not {"seconds", "tokens_per_second"} & set(on_disk)
-    assert summary["steps"] == 24 and summary["examples"] + summary["dropped"] == 8
-    assert summary["val_loss_final"] == pytest.approx(val[-1], abs=1e-6)
-    assert timings["tokens_per_second"] > 0 and summary["resumed_from"] == []
+    assert on_disk == json.loads(json.dumps(seeds_of(summary)))
+    assert timings == summary["timings"] and timings["seconds"] > 0
+    adapters = {}
+    for seed in SEEDS:
+        s = on_disk[f"seed-{seed}"]
+        val = [(step, loss) for step, split, loss in curves[seed] if split == "val"]
+        assert [step for step, _ in val] == list(range(0, s["stop_step"] + 1, cfg["eval_every"]))
+        losses = [loss for _, loss in val]
+        best = losses.index(min(losses))
+        # the curve turned: `patience` evaluations after the best one without a new best, then stop
+        assert s["stopped_early"] and s["stop_step"] < cfg["steps"] and len(val) - 1 - best == cfg["patience"]
+        assert s["best_step"] == val[best][0] > 0 and s["val_loss_best"] == pytest.approx(losses[best], abs=1e-6)
+        assert s["val_loss_best"] < s["val_loss_initial"] - 0.05  # it learned before it overfit
+        assert s["val_loss_initial"] == pytest.approx(losses[0], abs=1e-6)
+        assert s["val_loss_final"] == pytest.approx(losses[-1], abs=1e-6)
+        train_steps = [step for step, split, _ in curves[seed] if split == "train"]
+        assert train_steps == list(range(cfg["log_every"], s["stop_step"] + 1, cfg["log_every"]))
+        assert (s["seed"], s["max_steps"], s["patience"], s["trainable_tokens"]) == (seed, 24, 2, EOT)
+        assert (s["records"], s["originals"], s["augmented"]) == (8, 8, 0)
+        assert s["examples"] + s["dropped"] == 8 and s["resumed_from"] == []
+        # 4 examples a step, all originals: passes = steps x 4 / 8 records
+        assert s["passes_original_best"] == pytest.approx(s["best_step"] * 4 / 8)
+        assert s["passes_original_stop"] == pytest.approx(s["stop_step"] * 4 / 8)
+        assert s["passes_augmented_best"] is None and s["passes_augmented_stop"] is None
+        assert timings[f"seed-{seed}"]["tokens_per_second"] > 0
+        adapters[seed] = load_file(root / "adapter" / f"seed-{seed}" / ADAPTER)
+    first = next(iter(adapters[0]))
+    assert not torch.equal(adapters[0][first], adapters[1][first])  # the seed changes LoRA init and batches
 
 
-def test_adapter_is_standard_peft_and_reproduces_the_final_val_loss(trained, tiny_model_dir, tokenizer, records):
+def test_the_saved_adapter_is_the_best_state_and_reproduces_the_best_val_loss(trained, tiny_model_dir, tokenizer,
+                                                                            val_file):
+    """Early stopping went `patience` evaluations past the minimum; the saved weights are the
+    minimum's (restored), as the per-example val losses at the best say too."""
     from peft import PeftModel
 
     from daug.basemodel import load_model
 
-    out = trained["root"] / "adapter"
+    root = trained["root"]
+    rows = read_records(root / "val.jsonl")
+    val_examples = encode_records(tokenizer, read_records(val_file), SYSTEM, 64, source=str(val_file)).examples
+    for seed in SEEDS:
+        s = trained["summary"][f"seed-{seed}"]
+        mine = [r for r in rows if r["seed"] == seed]
+        assert [set(r) for r in mine[:1]] == [{"seed", "id", "tokens", "loss_best", "loss_final"}]
+        assert [r["id"] for r in mine] == [e.id for e in val_examples] and s["val_examples"] == len(mine) > 3
+        tokens = sum(r["tokens"] for r in mine)
+        assert sum(r["loss_best"] * r["tokens"] for r in mine) / tokens == pytest.approx(s["val_loss_best"], rel=1e-5)
+        assert sum(r["loss_final"] * r["tokens"] for r in mine) / tokens == pytest.approx(s["val_loss_final"], rel=1e-5)
+        model = PeftModel.from_pretrained(load_model(tiny_model_dir), root / "adapter" / f"seed-{seed}")
+        loss = validation_loss(model, tokenizer, read_records(val_file), SYSTEM, 64, 4)
+        assert loss == pytest.approx(s["val_loss_best"], rel=1e-5)
+        assert abs(loss - s["val_loss_final"]) > 1e-3  # not the last state
+
+
+def test_adapter_is_standard_peft_with_the_trained_rows_and_merges_to_the_same_model(
+        eot_trained, tiny_model_dir, tokenizer, short_replies):
+    """The trained end-of-turn row lives in the standard adapter file; PeftModel.from_pretrained
+    loads it, and merge_and_unload (what evaluation does) writes it into the tied embedding and head:
+    the merged model's logits are the unmerged one's."""
+    from peft import PeftModel
+
+    from daug.basemodel import load_model
+
+    out = eot_trained["adapter"]
     assert {p.name for p in out.iterdir()} == {"adapter_config.json", ADAPTER, "README.md"}
     config = json.loads((out / "adapter_config.json").read_text())
+    eot = tokenizer.convert_tokens_to_ids(GEMMA_END)
     assert config["peft_type"] == "LORA" and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    assert config["trainable_token_indices"] == [eot]
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and f"base_model: {tiny_model_dir}" in card
-    assert "zhenhuan / none" in card and "val_loss_final" in card and '"learning_rate": 0.1' in card
-    model = PeftModel.from_pretrained(load_model(tiny_model_dir), out)
-    loss = validation_loss(model, tokenizer, records, SYSTEM, 64, 4)
-    assert loss == pytest.approx(trained["summary"]["val_loss_final"], rel=1e-5)
+    assert "zhenhuan / none" in card and "best_step" in card and '"learning_rate": 0.1' in card
+    saved = load_file(out / ADAPTER)
+    rows = [v for k, v in saved.items() if "trainable_tokens_delta" in k]
+    assert len(rows) == 1 and rows[0].shape == (1, load_model(tiny_model_dir).config.hidden_size)
+
+    base = load_model(tiny_model_dir)
+    before = base.get_input_embeddings().weight[eot].clone()
+    unmerged = PeftModel.from_pretrained(base, out).eval()
+    enc = encode_records(tokenizer, short_replies, SYSTEM, 128).examples
+    ids, mask, labels = collate(enc, tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = unmerged(input_ids=ids, attention_mask=mask).logits
+        merged = unmerged.merge_and_unload().eval()
+        got = merged(input_ids=ids, attention_mask=mask).logits
+    emb, head = merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
+    torch.testing.assert_close(emb[eot], rows[0][0].to(emb.dtype))
+    assert head.data_ptr() == emb.data_ptr()  # still tied: the head has the row too
+    assert not torch.allclose(before, emb[eot])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert (labels == eot).any()
 
 
-def test_rerun_reuses_a_matching_checkpoint_and_ignores_a_stale_one(trained, tmp_path, tiny_model_dir, data_file):
+def end_of_turn_behaviour(adapter: Path, tiny_model_dir, tokenizer, short_replies) -> tuple[list[int], list[int]]:
+    """(the argmax token where each reply ends, teacher-forced; each greedy reply's token count,
+    generated with <end_of_turn> as the only stop token)."""
+    from peft import PeftModel
+
+    from daug.basemodel import load_model
+    from daug.generate import generate
+
+    model = PeftModel.from_pretrained(load_model(tiny_model_dir), adapter).eval()
+    enc = encode_records(tokenizer, short_replies, SYSTEM, 128).examples
+    ids, mask, _ = collate(enc, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    ends = [int(logits[row, len(e.input_ids) - 2].argmax()) for row, e in enumerate(enc)]  # predicts the last label
+    prompts = [prompt_text(tokenizer, messages(r, SYSTEM)) for r in short_replies]
+    replies = generate(model, tokenizer, prompts, MAX_NEW, stop_ids=[tokenizer.convert_tokens_to_ids(GEMMA_END)],
+                       progress=False)
+    return ends, [len(tokenizer(r, add_special_tokens=False).input_ids) for r in replies]
+
+
+MAX_NEW = 8
+
+
+def test_the_trained_end_of_turn_row_makes_the_adapter_end_its_turn(
+        eot_trained, tmp_path_factory, smoke_params, tiny_model_dir, tokenizer, short_replies):
+    """lora.trainable_tokens = [<end_of_turn>]: after a few steps the adapter predicts <end_of_turn>
+    where each reply ends and greedy generation stops there, well inside the token limit. The
+    same training without the trained row (q/v LoRA over the frozen tied head) does not stop."""
+    eot = tokenizer.convert_tokens_to_ids(GEMMA_END)
+    ends, lengths = end_of_turn_behaviour(eot_trained["adapter"], tiny_model_dir, tokenizer, short_replies)
+    assert ends == [eot] * len(short_replies)
+    assert max(lengths) < MAX_NEW  # every reply stopped, and the only stop token is <end_of_turn>
+    plain = overfit(tmp_path_factory, smoke_params, tiny_model_dir, short_replies, [])
+    ends, lengths = end_of_turn_behaviour(plain["adapter"], tiny_model_dir, tokenizer, short_replies)
+    assert eot not in ends and min(lengths) >= MAX_NEW
+    assert eot_trained["summary"]["val_loss_best"] < plain["summary"]["val_loss_best"]
+
+
+def test_rerun_reuses_matching_checkpoints_and_ignores_stale_ones(trained, tmp_path, tiny_model_dir, data_file,
+                                                                   val_file):
     import shutil
 
     shutil.copytree(trained["root"] / "runs", tmp_path / "runs")
-    same = run_stage(trained["params"], tmp_path, data_file, tiny_model_dir)  # finished: nothing to redo
-    assert same["resumed_from"] == [24]
-    assert (tmp_path / "loss.csv").read_bytes() == (trained["root"] / "loss.csv").read_bytes()
-    assert (tmp_path / "adapter" / ADAPTER).read_bytes() == (trained["root"] / "adapter" / ADAPTER).read_bytes()
+    same = run_stage(trained["params"], tmp_path, data_file, tiny_model_dir, val_file)  # finished: nothing to redo
+    for seed in SEEDS:
+        key = f"seed-{seed}"
+        assert same[key]["resumed_from"] == [trained["summary"][key]["stop_step"]]
+        assert ((tmp_path / "adapter" / key / ADAPTER).read_bytes()
+                == (trained["root"] / "adapter" / key / ADAPTER).read_bytes())
+    for name in ("loss.csv", "val.jsonl"):
+        assert (tmp_path / name).read_bytes() == (trained["root"] / name).read_bytes()
+    more = copy.deepcopy(trained["params"])
+    more["train"]["seeds"] = SEEDS + [2]  # a new seed trains; the others keep their checkpoints
+    resumed = run_stage(more, tmp_path, data_file, tiny_model_dir, val_file)
+    stops = [[same[f"seed-{k}"]["stop_step"]] for k in SEEDS]
+    assert [resumed[f"seed-{k}"]["resumed_from"] for k in SEEDS + [2]] == stops + [[]]
     changed = copy.deepcopy(trained["params"])
     changed["train"].update(steps=2, learning_rate=0.05)
-    assert run_stage(changed, tmp_path, data_file, tiny_model_dir)["resumed_from"] == []
+    assert run_stage(changed, tmp_path, data_file, tiny_model_dir, val_file)["seed-0"]["resumed_from"] == []
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
@@ -285,12 +517,12 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
         return path
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_diverge)
-    params = tiny_params(smoke_params, steps=6, checkpoint_every=1)
+    params = tiny_params(smoke_params, steps=6, checkpoint_every=1, patience=100)
     with pytest.raises(DaugError, match=r"step 3: training loss is nan .*last good checkpoint: .*step-000002 \(step 2\)"):
         run_stage(params, tmp_path, data_file, tiny_model_dir)
-    latest = json.loads((tmp_path / "runs" / "latest.json").read_text())
+    latest = json.loads((tmp_path / "runs" / "seed-0" / "latest.json").read_text())
     assert latest["step"] == 2
-    weights = load_file(tmp_path / "runs" / latest["dir"] / "adapter.safetensors")
+    weights = load_file(tmp_path / "runs" / "seed-0" / latest["dir"] / "adapter.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "loss.csv").exists()
 
@@ -303,46 +535,70 @@ def _env() -> dict:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_result(trained, tmp_path, tiny_model_dir, data_file):
+def test_killed_run_resumes_to_the_uninterrupted_result(trained, tmp_path, tiny_model_dir, data_file, val_file):
+    """SIGKILL after seed 0 found its best but before it stopped: the re-run restores the best state
+    and the patience counter, stops at the same step and saves the same adapters."""
+    best, stop = (trained["summary"]["seed-0"][k] for k in ("best_step", "stop_step"))
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(trained["params"], allow_unicode=True), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, *cli_args(params_file, tmp_path, data_file, tiny_model_dir)],
+    proc = subprocess.Popen([sys.executable, *cli_args(params_file, tmp_path, data_file, tiny_model_dir, val_file)],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = tmp_path / "runs" / "latest.json"
+    latest = tmp_path / "runs" / "seed-0" / "latest.json"
+
+    def checkpointed() -> int:
+        try:
+            return json.loads(latest.read_text())["step"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
     deadline = time.monotonic() + 300
-    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while checkpointed() <= best and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    killed_at = json.loads(latest.read_text())["step"]
-    assert 0 < killed_at < 24 and not (tmp_path / "adapter").exists()
+    killed_at = checkpointed()
+    assert best < killed_at < stop and not (tmp_path / "adapter").exists()
 
-    summary = run_stage(trained["params"], tmp_path, data_file, tiny_model_dir)  # the stage re-runs
-    assert summary["resumed_from"] == [killed_at]
+    summary = run_stage(trained["params"], tmp_path, data_file, tiny_model_dir, val_file)  # the stage re-runs
+    assert summary["seed-0"]["resumed_from"] == [killed_at] and summary["seed-1"]["resumed_from"] == []
+    for seed in SEEDS:
+        key = f"seed-{seed}"
+        for k in ("best_step", "stop_step", "val_loss_best", "passes_original_best"):
+            assert summary[key][k] == trained["summary"][key][k], (key, k)
+        assert ((tmp_path / "adapter" / key / ADAPTER).read_bytes()
+                == (trained["root"] / "adapter" / key / ADAPTER).read_bytes())
     assert (tmp_path / "loss.csv").read_text() == (trained["root"] / "loss.csv").read_text()  # the curve continues
-    assert_same_adapter(tmp_path / "adapter", trained["root"] / "adapter", atol=1e-6)
+    assert (tmp_path / "val.jsonl").read_text() == (trained["root"] / "val.jsonl").read_text()
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, smoke_params, tiny_model_dir, data_file):
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, smoke_params, tiny_model_dir, data_file,
+                                                            val_file):
     """torchrun, 2 gloo processes, 2 examples each in micro-batches of 1 vs one process, batch 4."""
     # no dropout: its masks would differ between one and two processes; nothing else may
-    params = tiny_params(smoke_params, dropout=0.0, steps=6, eval_every=3, log_every=1, checkpoint_every=3)
-    single = run_stage(params, tmp_path / "one", data_file, tiny_model_dir)
+    params = tiny_params(smoke_params, dropout=0.0, steps=6, eval_every=3, log_every=1, checkpoint_every=3,
+                         patience=100)
+    single = run_stage(params, tmp_path / "one", data_file, tiny_model_dir, val_file)
     params["train"]["micro_batch_size"] = 1  # gradient accumulation inside each process too
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2",
-           *cli_args(params_file, tmp_path / "two", data_file, tiny_model_dir)]
+           *cli_args(params_file, tmp_path / "two", data_file, tiny_model_dir, val_file)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert two["processes"] == 2 and single["processes"] == 1
-    assert two["tokens"] == single["tokens"]  # the same examples in the same order
-    assert_same_adapter(tmp_path / "two" / "adapter", tmp_path / "one" / "adapter", atol=1e-5)
+    for seed in SEEDS:
+        key = f"seed-{seed}"
+        assert two[key]["processes"] == 2 and single[key]["processes"] == 1
+        assert two[key]["tokens"] == single[key]["tokens"]  # the same examples in the same order
+        # Adam divides by the gradient's own size: where a gradient is ~0, float rounding of the
+        # two-process sum moves the update by a few 1e-4 (measured: 4e-4 at lr 0.1, seed 1)
+        assert_same_adapter(tmp_path / "two" / "adapter" / key, tmp_path / "one" / "adapter" / key, atol=1e-3)
     for a, b in zip((tmp_path / "one" / "loss.csv").read_text().splitlines()[1:],
                     (tmp_path / "two" / "loss.csv").read_text().splitlines()[1:]):
-        (sa, ka, la), (sb, kb, lb) = a.split(","), b.split(",")
-        assert (sa, ka) == (sb, kb) and math.isclose(float(la), float(lb), rel_tol=1e-5)
+        (ea, sa, ka, la), (eb, sb, kb, lb) = a.split(","), b.split(",")
+        assert (ea, sa, ka) == (eb, sb, kb) and math.isclose(float(la), float(lb), rel_tol=1e-5)
+    rows_one, rows_two = read_records(tmp_path / "one" / "val.jsonl"), read_records(tmp_path / "two" / "val.jsonl")
+    assert [(r["seed"], r["id"], r["tokens"]) for r in rows_one] == [(r["seed"], r["id"], r["tokens"]) for r in rows_two]

@@ -1,5 +1,5 @@
-"""The study report: the paper's figures from this run's outputs, with confidence intervals,
-provenance and a verdict on each of the paper's claims.
+"""The study report: the design, the paper's claims judged on paired per-example test loss (two-level
+bootstrap, Holm within each claim, power stated), figures, tables and provenance of one run.
 
     stage(params) -> dict                      the report stage (paths from daug/paths.py)
     build_report(profile, params, out_dir) -> Report
@@ -21,11 +21,25 @@ from daug import DaugError
 def config(params: dict) -> dict:
     """The `report` params section with params/base.yaml's defaults filled in, checked."""
     from daug.params import section
+    from daug.scoring import METRICS
 
     cfg = section(params, "report", nested=("claims", "tsne"))
     cfg["formats"] = ["png", *[f for f in cfg["formats"] if f != "png"]]
     if not isinstance(cfg["samples"], int) or cfg["samples"] < 0:
         raise DaugError(f"report params: samples must be a non-negative integer, got {cfg['samples']!r}")
+    claims = cfg["claims"]
+    checks = (("margin", lambda v: v >= 0, "a number >= 0"), ("alpha", lambda v: 0 < v < 1, "in (0, 1)"),
+              ("power", lambda v: 0 < v < 1, "in (0, 1)"), ("precision_target", lambda v: v > 0, "a number > 0"))
+    for key, ok, want in checks:
+        value = claims[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise DaugError(f"report params: claims.{key} must be {want}, got {value!r}")
+    if isinstance(claims["bootstrap"], bool) or not isinstance(claims["bootstrap"], int) or claims["bootstrap"] < 1:
+        raise DaugError(f"report params: claims.bootstrap must be an integer >= 1, got {claims['bootstrap']!r}")
+    unknown = [m for m in claims["secondary"] if m not in METRICS]
+    if unknown:
+        raise DaugError(f"report params: claims.secondary: unknown metric(s) {', '.join(map(str, unknown))}; "
+                        f"known: {', '.join(METRICS)}")
     return cfg
 
 
@@ -35,7 +49,9 @@ class Report:
     markdown: Path
     figures: dict[str, dict[str, Path]]
     claims: object       # pandas DataFrame: one row per claim
-    evidence: object     # pandas DataFrame: one row per comparison
+    evidence: object     # pandas DataFrame: one row per primary-endpoint comparison
+    secondary: object    # pandas DataFrame: one row per secondary-endpoint comparison
+    forest: object       # pandas DataFrame: each method minus none, per dataset
     study: object        # daug.report.load.Study
 
 
@@ -62,6 +78,8 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     `embed(texts) -> array` overrides the sentence encoder used for the t-SNE (default:
     daug.augment.quality.embed).
     """
+    import pandas as pd
+
     from daug.io import atomic_write_text
     from daug.paths import Paths
     from daug.report import claims as C
@@ -78,23 +96,26 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     if fig_dir.exists():
         shutil.rmtree(fig_dir)  # figures of datasets or methods no longer in params must not linger
     paths = Paths(profile, Path(root))
-    claims, evidence = C.judge(study, cfg["claims"]["metrics"], cfg["claims"]["loss_rise_tol"])
+    seed = int(params.get("seed", 0))
+    claims, evidence, secondary, comparer = C.judge(study, cfg["claims"], seed)
+    forest = pd.concat([C.versus_reference(comparer, ds, cfg["claims"]) for ds in study.datasets], ignore_index=True)
     w = _Writer(Doc(f"Text data augmentation for LoRA character chat: study report ({profile} profile)"),
                 fig_dir, tuple(cfg["formats"]))
     stage_times = P.stage_seconds(paths.reports("notebooks"))
-    seed = int(params.get("seed", 0))
 
     _provenance(w, study, params, stage_times, root, claims, cfg)
+    _design(w, study, params, cfg)
+    _primary(w, study, forest, cfg)
     _results(w, study, cfg)
     _data(w, study, paths, cfg, seed, embed)
     _wall_times(w, study, stage_times, paths, out_dir)
-    _evidence(w, study, evidence)
+    _evidence(w, study, evidence, secondary)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / "study.html", out_dir / "study.md"
     atomic_write_text(html_path, w.doc.to_html())
     atomic_write_text(md_path, w.doc.to_markdown(out_dir))
-    return Report(html_path, md_path, w.figures, claims, evidence, study)
+    return Report(html_path, md_path, w.figures, claims, evidence, secondary, forest, study)
 
 
 def _check_complete(study, cfg: dict) -> None:
@@ -113,32 +134,76 @@ def _provenance(w: _Writer, study, params: dict, stage_times: dict, root, claims
     w.doc.keyvalue(P.header(study, params, stage_times, root))
     w.doc.table(P.backends(study), "Backend (and model) that produced each method's augmentations")
     w.doc.heading("The paper's claims against this run")
-    w.doc.paragraph(C.RULE.format(tol=cfg["claims"]["loss_rise_tol"]), note=True)
+    c = cfg["claims"]
+    w.doc.paragraph(C.RULE.format(bootstrap=c["bootstrap"], alpha=c["alpha"], margin=f"{c['margin']:g}",
+                                  power=c["power"]), note=True)
     w.doc.table(claims)
 
 
-def _results(w: _Writer, study, cfg: dict) -> None:
-    """Loss curves, scores with their intervals, and augmentation quality."""
+def _design(w: _Writer, study, params: dict, cfg: dict) -> None:
+    from daug.report import tables as T
+
+    w.doc.heading("Design")
+    w.doc.keyvalue(T.design(study, params, cfg))
+
+
+def _primary(w: _Writer, study, forest, cfg: dict) -> None:
+    """The primary endpoint: a forest plot per dataset and the precision each comparison reached."""
     from daug.report import figures as F
     from daug.report import tables as T
 
-    w.doc.heading("Loss curves (Figure 3)")
-    w.figure("fig3-loss", F.loss_curves(study), "Figure 3. Training (solid) and validation (dashed) loss against "
-             "step, one line per method, one row per dataset.")
-    w.doc.table(T.training(study), "Training runs: the same step budget for every method")
+    target = cfg["claims"]["precision_target"]
+    w.doc.heading("Primary endpoint: test loss of each method minus none")
+    for ds in study.datasets:
+        if forest.empty or not (forest.dataset == ds).any():
+            continue
+        w.figure(f"forest-{ds}", F.forest(forest, ds, target),
+                 f"{ds}: per-example test loss of each method minus none (paired over the same test examples). "
+                 "Diamond: the difference of the means over seeds; thick black: the Bonferroni-corrected interval "
+                 "(family: the methods of this dataset); thin red: the 95% interval of the precision target; "
+                 "dots: each seed's own mean test loss minus none's mean over its seeds; grey band: "
+                 f"+/-{target:g} nats/token.")
+    w.doc.table(T.precision(forest, target) if not forest.empty else forest,
+                "Precision reached and power: the design target is a 95% CI half-width of at most "
+                f"{target:g} nats/token for every method - none; MDE: the smallest true difference the corrected "
+                f"interval detects with {cfg['claims']['power']:.0%} power, from the measured bootstrap SE")
 
-    w.doc.heading("BLEU and ROUGE with 95% confidence intervals (Figures 4-6)")
-    w.figure("fig4-scores", F.scores_overview(study), "Figure 4. BLEU, ROUGE-1, ROUGE-2 and ROUGE-L per method "
-             "for each dataset; error bars are 95% bootstrap intervals over test examples.")
-    for i, ds in enumerate(study.datasets):
-        w.figure(f"fig{5 + i}-scores-{ds}", F.scores_by_dataset(study, ds),
-                 f"Figure {5 + i}. {ds}: BLEU (left) and ROUGE-1/2/L (right) per method, with 95% intervals.")
-    w.doc.table(T.scores(study), "Scores per dataset and method: score [95% CI], on a 0-100 scale")
+
+def _results(w: _Writer, study, cfg: dict) -> None:
+    """Scores, training design and loss curves, degeneration, augmentation quality."""
+    from daug.report import figures as F
+    from daug.report import tables as T
+
+    w.doc.heading("Scores per run, with the spread over training seeds")
+    w.doc.table(T.scores(study), "Test loss (nats/token, the primary endpoint) and generation scores (0-100): "
+                "mean over training seeds [min, max over seeds]; `base (step 0)` is the untuned base model")
+    w.figure("fig4-scores", F.scores_overview(study), "Figure 4. Test loss and BLEU, ROUGE-1/2/L, chrF per run "
+             "for each dataset: bars are the mean over training seeds, dots each seed.")
+
+    w.doc.heading("Training design and loss curves (Figure 3)")
+    w.doc.table(T.training_design(study), "Per run and training seed: best and stopping step, passes over the "
+                "originals and the augmentations at the best and the stopping step, validation loss at step 0 "
+                "(the base model), at the best step and at the last evaluation")
+    w.figure("fig3-loss", F.loss_curves(study), "Figure 3. Training (solid) and validation (dashed) loss against "
+             "step, one line per method and training seed (markers and shades tell seeds apart), one row per "
+             "dataset.")
+
+    w.doc.heading("Degeneration of generated replies")
+    w.doc.paragraph("Shares of test replies (definitions: daug/degeneration.py): at_limit reaches max_new_tokens; "
+                    "loops has a substring of at least 4 characters repeated 3 or more times without overlap; "
+                    "marker contains chat-template marker text; foreign_script has letters of a script the "
+                    "reference does not use; leaks = marker or foreign_script; empty is blank; newline has a line "
+                    "break the reference lacks; length_ratio = reply characters / reference characters. Mean over "
+                    "training seeds [min, max].", note=True)
+    w.doc.table(T.degeneration(study))
+    w.doc.table(T.degeneration_targets(study), "Issue 10's targets, for none and for the median over methods "
+                "(of each method's mean over seeds)")
 
     w.doc.heading("Augmentation quality: fidelity versus diversity")
     w.figure("fidelity-diversity", F.fidelity_diversity(study, cfg["diversity"]),
              f"Fidelity against diversity ({cfg['diversity']}) of each method's augmentations, coloured by the "
-             "BLEU of the adapter trained on them (left); BLEU with its 95% interval against fidelity (right).")
+             "test loss of the adapters trained on them (left); test loss (mean over seeds, bars: range) against "
+             "fidelity (right).")
     w.doc.table(T.augmentation(study), "Augmentation statistics per dataset and method")
 
 
@@ -161,8 +226,8 @@ def _data(w: _Writer, study, paths, cfg: dict, seed: int, embed: Callable | None
     w.doc.table(T.curation(study), "The prepare manifests: every input record is kept or removed for a reason")
 
     w.doc.heading("Sample replies")
-    w.doc.paragraph("Test prompts chosen by a seeded hash of their ids; each method's greedy reply beside the "
-                    "reference.", note=True)
+    w.doc.paragraph(f"Test prompts chosen by a seeded hash of their ids; the base model's and each method's "
+                    f"greedy reply (training seed {study.seeds[0]}) beside the reference.", note=True)
     for s in T.samples(study, cfg["samples"], seed):
         w.doc.heading(f"{s['dataset']} · {s['id']}", 3)
         prompt = s["instruction"] + (f"\n{s['input']}" if s["input"] else "")
@@ -177,7 +242,8 @@ def _wall_times(w: _Writer, study, stage_times: dict, paths, out_dir: Path) -> N
 
     w.doc.heading("Wall time per stage (seconds)")
     w.doc.paragraph("Wall time of each executed stage notebook (kernel start to last cell; the stage's own "
-                    "timings file where no notebook exists); each number links to that notebook.", note=True)
+                    "timings file where no notebook exists); each number links to that notebook. A train or "
+                    "evaluate run covers every training seed.", note=True)
     times = P.wall_times(study, stage_times)
     for stage in ("augment", "train", "evaluate"):
         times[stage] = [_timed(paths, out_dir, stage, d, m, v, Link)
@@ -186,9 +252,20 @@ def _wall_times(w: _Writer, study, stage_times: dict, paths, out_dir: Path) -> N
     w.doc.table(times)
 
 
-def _evidence(w: _Writer, study, evidence) -> None:
+def _evidence(w: _Writer, study, evidence, secondary) -> None:
+    from daug.report import tables as T
+
     w.doc.heading("Claim evidence: every comparison")
-    w.doc.table(evidence.rename(columns={"claim": "claim #"}))
+    w.doc.paragraph("X - Y is the paired difference of the means over seeds; the corrected interval is at the "
+                    "level shown (1 - alpha/m, m comparisons in the claim); p is the two-sided bootstrap p-value, "
+                    "p_holm Holm-adjusted within the claim; SE the bootstrap standard error; MDE the minimum "
+                    "detectable effect at the corrected level; half-width the precision reached.", note=True)
+    w.doc.table(T.comparisons(evidence))
+    w.doc.heading("Secondary endpoints (shown, not used for verdicts)")
+    w.doc.paragraph("The same comparisons on the generated replies (corpus BLEU from paired per-sentence "
+                    "statistics; ROUGE and chrF per-example means; 0-100, higher is better), one family per claim "
+                    "and metric; no equivalence margin (a '>=' comparison uses margin 0).", note=True)
+    w.doc.table(T.comparisons(secondary, 2))
     if study.missing:
         w.doc.heading("Missing inputs")
         w.doc.paragraph("These stage outputs were not found; the figures and claims above leave them out: "

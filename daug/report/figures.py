@@ -58,13 +58,6 @@ def _method_ticks(ax, methods: list[str]) -> None:
         ax.set_xticks(x, [ascii_label(m) for m in methods])
 
 
-def _errors(frame: pd.DataFrame) -> np.ndarray:
-    """Asymmetric error bars (2, n) from score/ci_low/ci_high; no interval draws no bar."""
-    low = (frame.score - frame.ci_low.astype(float)).fillna(0).clip(lower=0)
-    high = (frame.ci_high.astype(float) - frame.score).fillna(0).clip(lower=0)
-    return np.vstack([low.to_numpy(), high.to_numpy()])
-
-
 def _rc(draw):
     """Run a drawing function under the report's rc settings (fonts apply when text is created)."""
     def wrapped(*args, **kwargs):
@@ -74,23 +67,29 @@ def _rc(draw):
     return wrapped
 
 
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 @_rc
 def loss_curves(study: Study) -> Figure:
-    """Figure 3: training (left) and validation (right) loss against step, one line per method,
-    one row per dataset."""
+    """Figure 3: training (left) and validation (right) loss against step, one line per method and
+    training seed (seeds differ by marker and shade), one row per dataset."""
     colors = method_colors(study.methods)
     fig = new_figure(9, 2.8 * len(study.datasets))
     axes = fig.subplots(len(study.datasets), 2, squeeze=False, sharex=True)
     for row, ds in zip(axes, study.datasets):
         for ax, split in zip(row, ("train", "val")):
             for method in study.methods:
-                c = study.curve(ds, method, split)
-                if len(c):
-                    ax.plot(c.step, c.loss, SPLIT_STYLE[split], color=colors[method], label=ascii_label(method),
-                            marker="o" if split == "val" else None, markersize=3, linewidth=1.2)
+                for i, seed in enumerate(study.seeds):
+                    c = study.curve(ds, method, split, seed)
+                    if len(c):
+                        ax.plot(c.step, c.loss, SPLIT_STYLE[split], color=colors[method],
+                                label=ascii_label(method) if i == 0 else None, alpha=1.0 if i == 0 else 0.55,
+                                marker=SEED_MARKERS[i % len(SEED_MARKERS)] if split == "val" else None,
+                                markersize=3, linewidth=1.1)
             ax.set_title(f"{ascii_label(ds)}: {'training' if split == 'train' else 'validation'} loss")
             ax.set_xlabel("step")
-            ax.set_ylabel("loss")
+            ax.set_ylabel("loss (nats/token)")
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
@@ -99,78 +98,94 @@ def loss_curves(study: Study) -> Figure:
 
 
 @_rc
+def forest(frame: pd.DataFrame, ds: str, target: float) -> Figure:
+    """Each method minus `none` on per-example test loss for one dataset: the point estimate with its
+    corrected (Bonferroni) interval, the 95% interval as a thin line, one dot per training seed, the
+    design target's half-width as a band around 0."""
+    frame = frame[frame.dataset == ds]
+    fig = new_figure(6.5, 0.45 * max(3, len(frame)) + 1.2)
+    ax = fig.subplots()
+    y = np.arange(len(frame))[::-1]
+    ax.axvspan(-target, target, color="#eeeeee", zorder=0, label=f"+/-{target:g} (precision target)")
+    ax.axvline(0, color="black", linewidth=0.8)
+    for yi, r in zip(y, frame.itertuples(index=False)):
+        ax.plot([r.ci_low, r.ci_high], [yi, yi], color="black", linewidth=2.2, solid_capstyle="butt")
+        ax.plot([r.ci95_low, r.ci95_high], [yi, yi], color="#d62728", linewidth=0.9)
+        ax.plot([r.diff], [yi], "D", color="black", markersize=5)
+        ax.scatter(r.seed_diffs, [yi + 0.22] * len(r.seed_diffs), s=12, color="#1f77b4", zorder=3)
+    ax.set_yticks(y, [ascii_label(m) for m in frame.method])
+    level = frame.level.iloc[0] if len(frame) else 0.95
+    ax.set_xlabel("test loss: method - none (nats/token; < 0: method better)")
+    ax.set_title(f"{ascii_label(ds)}: paired difference vs none (black: {level:.2%} corrected, red: 95%, "
+                 "dots: seeds)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", fontsize=7)  # outside the axes: never over a method's row
+    return fig
+
+
+@_rc
 def scores_overview(study: Study) -> Figure:
-    """Figure 4: BLEU and ROUGE-1/2/L per method for every dataset, with 95% CIs."""
-    fig = new_figure(11, 5.2)
-    axes = fig.subplots(2, 2).ravel()
+    """Figure 4: test loss and the generation scores per method (base model first) for every
+    dataset: bars are the mean over training seeds, dots each seed's score."""
+    panels = ["test_loss", *METRICS]
+    cols = 3
+    fig = new_figure(12, 3.0 * -(-len(panels) // cols))
+    axes = fig.subplots(-(-len(panels) // cols), cols, squeeze=False).ravel()
     cmap = matplotlib.colormaps["Set2"]
+    runs = study.runs
     width = 0.8 / max(1, len(study.datasets))
-    x = np.arange(len(study.methods))
-    for ax, metric in zip(axes, METRICS):
+    x = np.arange(len(runs))
+    for ax, metric in zip(axes, panels):
         for i, ds in enumerate(study.datasets):
-            s = study.scores[(study.scores.dataset == ds) & (study.scores.metric == metric)]
-            s = s.set_index("method").reindex(study.methods).reset_index()
-            ax.bar(x + (i - (len(study.datasets) - 1) / 2) * width, s.score.fillna(0), width,
-                   yerr=_errors(s), capsize=2, color=cmap(i), label=ascii_label(ds), error_kw={"linewidth": 0.8})
-        _method_ticks(ax, study.methods)
-        ax.set_title(METRIC_LABELS[metric])
-        ax.set_ylabel("score (0-100)")
+            offset = (i - (len(study.datasets) - 1) / 2) * width
+            for j, method in enumerate(runs):
+                if metric == "test_loss":
+                    values = study.eval_rows(ds, method).get("test_loss", pd.Series(dtype=float)).dropna()
+                else:
+                    values = study.score(ds, method, metric).score
+                if len(values):
+                    ax.bar(x[j] + offset, float(np.mean(values)), width, color=cmap(i),
+                           label=ascii_label(ds) if j == 0 else None)
+                    ax.scatter([x[j] + offset] * len(values), values, s=6, color="black", zorder=3)
+        _method_ticks(ax, runs)
+        ax.set_title(METRIC_LABELS.get(metric, "test loss (nats/token)"))
         ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     axes[0].legend(title="dataset")
     return fig
 
 
 @_rc
-def scores_by_dataset(study: Study, ds: str) -> Figure:
-    """Figures 5-6: one dataset, BLEU (left) and ROUGE-1/2/L (right) per method, with 95% CIs."""
-    colors = method_colors(study.methods)
-    fig = new_figure(11, 3.4)
-    left, right = fig.subplots(1, 2, width_ratios=[1, 2])
-    x = np.arange(len(study.methods))
-    scores = study.scores[study.scores.dataset == ds]
-    bleu = scores[scores.metric == "bleu"].set_index("method").reindex(study.methods).reset_index()
-    left.bar(x, bleu.score.fillna(0), 0.7, yerr=_errors(bleu), capsize=2,
-             color=[colors[m] for m in study.methods], error_kw={"linewidth": 0.8})
-    left.set_title(f"{ascii_label(ds)}: BLEU")
-    cmap = matplotlib.colormaps["Greys"]
-    for i, metric in enumerate(("rouge1", "rouge2", "rougeL")):
-        s = scores[scores.metric == metric].set_index("method").reindex(study.methods).reset_index()
-        right.bar(x + (i - 1) * 0.27, s.score.fillna(0), 0.27, yerr=_errors(s), capsize=1.5,
-                  color=cmap(0.35 + 0.25 * i), edgecolor="black", linewidth=0.4, label=METRIC_LABELS[metric],
-                  error_kw={"linewidth": 0.8})
-    right.set_title(f"{ascii_label(ds)}: ROUGE F1")
-    right.set_ylim(top=right.get_ylim()[1] * 1.15)  # headroom for the legend
-    right.legend(ncols=3, loc="upper right")
-    for ax in (left, right):
-        _method_ticks(ax, study.methods)
-        ax.set_ylabel("score (0-100)")
-        ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-@_rc
 def fidelity_diversity(study: Study, diversity: str = "edit_rate") -> Figure:
-    """Per dataset: fidelity against diversity of each method's augmentations, coloured by the BLEU
-    its adapter scored (left); BLEU with its 95% CI against fidelity (right)."""
+    """Per dataset: fidelity against diversity of each method's augmentations, coloured by the test
+    loss of the adapters trained on them (mean over seeds; left); test loss against fidelity with
+    the seeds' range (right)."""
     fig = new_figure(10, 3.4 * len(study.datasets))
     axes = fig.subplots(len(study.datasets), 2, squeeze=False)
     for (left, right), ds in zip(axes, study.datasets):
         aug = study.augment[study.augment.dataset == ds].set_index("method")
-        bleu = study.scores[(study.scores.dataset == ds) & (study.scores.metric == "bleu")].set_index("method")
-        frame = aug[["fidelity", diversity]].join(bleu[["score", "ci_low", "ci_high"]], how="inner")
-        frame = frame.dropna(subset=["fidelity", diversity]).reindex([m for m in study.methods if m in frame.index])
+        ev = study.evaluation[study.evaluation.dataset == ds] if len(study.evaluation) else pd.DataFrame(
+            columns=["method", "test_loss"])
+        loss = ev.groupby("method").test_loss.agg(["mean", "min", "max"]) if len(ev) else pd.DataFrame(
+            columns=["mean", "min", "max"])
+        frame = aug[["fidelity", diversity]].join(loss, how="inner")
+        frame = frame.dropna(subset=["fidelity", diversity, "mean"])
+        frame = frame.reindex([m for m in study.methods if m in frame.index])
         if len(frame):
-            points = left.scatter(frame[diversity], frame.fidelity, c=frame.score, cmap="viridis", s=40,
+            points = left.scatter(frame[diversity], frame.fidelity, c=frame["mean"], cmap="viridis_r", s=40,
                                   edgecolor="black", linewidth=0.4)
-            fig.colorbar(points, ax=left, label="BLEU")
-            right.errorbar(frame.fidelity, frame.score, yerr=_errors(frame), fmt="o", color="black",
-                           capsize=2, markersize=4, linewidth=0.8)
+            fig.colorbar(points, ax=left, label="test loss")
+            err = np.vstack([(frame["mean"] - frame["min"]).clip(lower=0), (frame["max"] - frame["mean"]).clip(lower=0)])
+            right.errorbar(frame.fidelity, frame["mean"], yerr=err, fmt="o", color="black", capsize=2,
+                           markersize=4, linewidth=0.8)
             for method, r in frame.iterrows():
                 left.annotate(ascii_label(method), (r[diversity], r.fidelity), xytext=(4, 3), textcoords="offset points")
-                right.annotate(ascii_label(method), (r.fidelity, r.score), xytext=(4, 3), textcoords="offset points")
+                right.annotate(ascii_label(method), (r.fidelity, r["mean"]), xytext=(4, 3), textcoords="offset points")
         left.set(title=f"{ascii_label(ds)}: augmentation fidelity vs diversity", xlabel=f"diversity ({diversity})",
                  ylabel="fidelity")
-        right.set(title=f"{ascii_label(ds)}: BLEU vs fidelity", xlabel="fidelity", ylabel="BLEU (0-100)")
+        right.set(title=f"{ascii_label(ds)}: test loss vs fidelity", xlabel="fidelity",
+                  ylabel="test loss (nats/token)")
         for ax in (left, right):
             ax.grid(alpha=0.3)
     return fig

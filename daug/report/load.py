@@ -1,9 +1,12 @@
 """Reading the pipeline's outputs for the report: the one place that knows their fields.
 
-Every upstream stage writes one file per dataset x method, where daug/paths.py says. The loaders
-turn them into tidy pandas tables; if a stage renames a field, this module is the one edit. A
-missing output is recorded in `Study.missing` (the report lists it, and `report.strict` makes it an
-error). Wall times come from each run's timings file (not a metric); a missing one is no error.
+Every upstream stage writes one file per dataset x method (and the evaluate stage one per dataset for
+the untuned base model, method `daug.paths.BASE`), where daug/paths.py says; a train or evaluate file
+holds every training seed (`seed-<k>` keys, or a `seed` field per line; null for BASE). The loaders
+turn them into tidy pandas tables and per-example frames; if a stage renames a field, this module is
+the one edit. A missing output is recorded in `Study.missing` (the report lists it, and
+`report.strict` makes it an error); a malformed one is a DaugError naming the file and line.
+Wall times come from each run's timings file (not a metric); a missing one is no error.
 """
 from __future__ import annotations
 
@@ -11,17 +14,26 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from daug import DaugError
-from daug.io import iter_jsonl, read_json
-from daug.paths import Paths
+from daug.io import iter_jsonl_numbered, read_json
+from daug.paths import BASE, Paths
 from daug.records import ORIGINAL
 from daug.scoring import METRICS, perplexity as _perplexity
 
-METRIC_LABELS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+METRIC_LABELS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "chrf": "chrF"}
 AUGMENT_STATS = ("n_source", "n_augmented", "n_unchanged", "unchanged_rate", "copy_rate", "fidelity",
                  "edit_rate", "distinct_1", "distinct_2", "self_bleu")
+# The train stage's per-seed metrics the report shows (LAYOUT: reports/<p>/train/<ds>-<m>.json).
+TRAIN_FIELDS = ("max_steps", "best_step", "stop_step", "stopped_early", "val_loss_initial", "val_loss_best",
+                "val_loss_final", "records", "originals", "augmented", "examples", "passes_original_best",
+                "passes_augmented_best", "passes_original_stop", "passes_augmented_stop", "truncated", "dropped",
+                "val_examples", "batch_size", "learning_rate", "precision", "trainable_tokens")
+# The degeneration shares of daug.degeneration.summary that the report tabulates.
+DEGENERATION = ("at_limit", "loops", "marker", "foreign_script", "leaks", "empty", "newline")
+CURVE_COLUMNS = ["dataset", "method", "seed", "step", "split", "loss"]
 
 
 @dataclass
@@ -30,24 +42,48 @@ class Study:
 
     profile: str
     datasets: list[str]
-    methods: list[str]
+    methods: list[str]                 # augmentation methods of params (BASE is not one)
+    seeds: list[int]                   # training seeds of params `train.seeds`
     manifests: dict[str, dict] = field(default_factory=dict)
     augment: pd.DataFrame = None       # one row per dataset x method: AUGMENT_STATS, backend, seconds
-    curves: pd.DataFrame = None        # dataset, method, step, split (train|val), loss
-    training: pd.DataFrame = None      # one row per dataset x method: steps, tokens, seconds, ...
-    scores: pd.DataFrame = None        # dataset, method, metric, score, ci_low, ci_high, n
-    evaluation: pd.DataFrame = None    # one row per dataset x method: n, val_loss, perplexity, seconds
-    predictions: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
+    curves: pd.DataFrame = None        # dataset, method, seed, step, split (train|val), loss
+    training: pd.DataFrame = None      # one row per dataset x method x seed: TRAIN_FIELDS, seconds
+    scores: pd.DataFrame = None        # dataset, method, seed, metric, score, ci_low, ci_high, n (BASE too)
+    evaluation: pd.DataFrame = None    # one row per dataset x method x seed (BASE: seed None): test_loss, ...
+    losses: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # seed, id, tokens, loss
+    val: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)     # seed, id, tokens, loss_best, loss_final
+    predictions: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # every seed's lines
+    sources: dict[tuple[str, str, str], Path] = field(default_factory=dict)    # (kind, ds, m) -> file read
     missing: list[str] = field(default_factory=list)
 
-    def score(self, ds: str, method: str, metric: str) -> dict | None:
-        """{"score", "ci_low", "ci_high"} of one cell, or None if it was not run."""
-        rows = self.scores[(self.scores.dataset == ds) & (self.scores.method == method) & (self.scores.metric == metric)]
-        return None if rows.empty else rows.iloc[0][["score", "ci_low", "ci_high"]].to_dict()
+    @property
+    def runs(self) -> list[str]:
+        """The base model, then every method: what was evaluated."""
+        return [BASE, *self.methods]
 
-    def curve(self, ds: str, method: str, split: str) -> pd.DataFrame:
+    def score(self, ds: str, method: str, metric: str) -> pd.DataFrame:
+        """The per-seed rows (seed, score, ci_low, ci_high) of one cell; empty if it was not run."""
+        s = self.scores
+        return s[(s.dataset == ds) & (s.method == method) & (s.metric == metric)]
+
+    def curve(self, ds: str, method: str, split: str, seed: int | None = None) -> pd.DataFrame:
         c = self.curves
-        return c[(c.dataset == ds) & (c.method == method) & (c.split == split)].sort_values("step")
+        c = c[(c.dataset == ds) & (c.method == method) & (c.split == split)]
+        if seed is not None:
+            c = c[c.seed == seed]
+        return c.sort_values(["seed", "step"])
+
+    def eval_rows(self, ds: str, method: str) -> pd.DataFrame:
+        e = self.evaluation
+        return e[(e.dataset == ds) & (e.method == method)] if len(e) else e
+
+    def train_rows(self, ds: str, method: str) -> pd.DataFrame:
+        t = self.training
+        return t[(t.dataset == ds) & (t.method == method)] if len(t) else t
+
+    def predictions_of(self, ds: str, method: str, seed: int | None) -> list[dict]:
+        """One seed's generated replies (seed None: the base model's)."""
+        return [p for p in self.predictions.get((ds, method), []) if p.get("seed") == seed]
 
 
 def seconds(value) -> float | None:
@@ -79,6 +115,21 @@ def _timings(path: Path) -> dict:
     return read_json(path) if path.exists() else {}
 
 
+def _seed_of(key: str, path: Path) -> int:
+    """The training seed of a `seed-<k>` key of a per-seed metrics file."""
+    head, _, k = key.partition("-")
+    if head != "seed" or not k.isdigit():
+        raise DaugError(f"{path}: key {key!r} is not a training seed (expected seed-<k>)")
+    return int(k)
+
+
+def per_seed(m, path: Path) -> dict[int, dict]:
+    """{seed: metrics} of a train or evaluate metrics file (`{"seed-0": {...}, ...}`)."""
+    if not isinstance(m, dict) or not m or not all(isinstance(v, dict) for v in m.values()):
+        raise DaugError(f"{path}: expected one object per training seed, keyed seed-<k>")
+    return {_seed_of(k, path): v for k, v in m.items()}
+
+
 def augment_row(ds: str, method: str, m: dict, timings: dict) -> dict:
     backend = m.get("backend")
     if isinstance(backend, dict):
@@ -93,49 +144,147 @@ def load_curve(path: Path, ds: str, method: str) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DaugError(f"{path}: unreadable loss curve: {e}".replace("\n", " ")) from None
-    needed = {"step", "split", "loss"}
+    needed = {"seed", "step", "split", "loss"}
     if not needed <= set(frame.columns):
-        raise DaugError(f"{path}: loss curve needs columns step, split, loss; has {', '.join(frame.columns)}")
-    frame = frame[["step", "split", "loss"]].copy()
+        raise DaugError(f"{path}: loss curve needs columns seed, step, split, loss; has {', '.join(frame.columns)}")
+    frame = frame[["seed", "step", "split", "loss"]].copy()
     frame.insert(0, "method", method)
     frame.insert(0, "dataset", ds)
     return frame
 
 
-def training_row(ds: str, method: str, m: dict, curve: pd.DataFrame | None, timings: dict) -> dict:
-    row = {"dataset": ds, "method": method, "steps": _number(m.get("steps")), "examples": _number(m.get("examples")),
-           "epochs": _number(m.get("epochs")), "tokens": _number(m.get("tokens")),
-           "tokens_per_s": _number(timings.get("tokens_per_second")),
-           "truncated": _number(m.get("truncated")), "seconds": seconds(timings.get("seconds"))}
-    if curve is not None:
-        for split in ("train", "val"):
-            c = curve[curve.split == split].sort_values("step")
-            row[f"final_{split}_loss"] = float(c.loss.iloc[-1]) if len(c) else None
-        val = curve[curve.split == "val"]
-        row["min_val_loss"] = float(val.loss.min()) if len(val) else None
-    return row
-
-
-def score_rows(ds: str, method: str, m: dict) -> list[dict]:
+def training_rows(ds: str, method: str, m: dict, path: Path, timings: dict) -> list[dict]:
     rows = []
-    for metric in METRICS:
-        cell = m.get(metric)
-        if not isinstance(cell, dict) or _number(cell.get("score")) is None:
-            raise DaugError(f"evaluation of {ds}/{method}: `{metric}` needs a numeric `score`")
-        rows.append({"dataset": ds, "method": method, "metric": metric, "score": float(cell["score"]),
-                     "ci_low": _number(cell.get("ci_low")), "ci_high": _number(cell.get("ci_high")),
-                     "n": _number(m.get("n"))})
+    for seed, s in sorted(per_seed(m, path).items()):
+        row = {"dataset": ds, "method": method, "seed": seed}
+        for key in TRAIN_FIELDS:
+            value = s.get(key)
+            row[key] = value if isinstance(value, (bool, str, list)) or value is None else _number(value)
+        rows.append({**row, "seconds": seconds(timings.get("seconds"))})
     return rows
 
 
-def evaluation_row(ds: str, method: str, m: dict, timings: dict) -> dict:
-    val_loss = _number(m.get("val_loss"))
-    perplexity = _number(m.get("perplexity"))
-    if perplexity is None and val_loss is not None:
-        perplexity = _perplexity(val_loss)
-    return {"dataset": ds, "method": method, "n": _number(m.get("n")), "val_loss": val_loss,
-            "perplexity": perplexity, "replies_at_limit": _number(m.get("replies_at_limit")),
-            "seconds": seconds(timings.get("seconds"))}
+def _metric_seeds(ds: str, method: str, m: dict, path: Path) -> dict:
+    """{seed: metrics} of an evaluate metrics file; BASE (no training seed) writes one seed-less object
+    or a single seed key; either way its seed is None."""
+    if method == BASE:
+        inner = next(iter(m.values())) if isinstance(m, dict) and len(m) == 1 and all(
+            isinstance(v, dict) for v in m.values()) else m
+        if not isinstance(inner, dict):
+            raise DaugError(f"{path}: expected an object of metrics")
+        return {None: inner}
+    return per_seed(m, path)
+
+
+def score_rows(ds: str, method: str, m: dict, path: Path) -> list[dict]:
+    rows = []
+    for seed, s in _metric_seeds(ds, method, m, path).items():
+        for metric in METRICS:
+            cell = s.get(metric)
+            if not isinstance(cell, dict) or _number(cell.get("score")) is None:
+                raise DaugError(f"{path}: seed {seed}: `{metric}` needs a numeric `score`")
+            rows.append({"dataset": ds, "method": method, "seed": seed, "metric": metric,
+                         "score": float(cell["score"]), "ci_low": _number(cell.get("ci_low")),
+                         "ci_high": _number(cell.get("ci_high")), "n": _number(s.get("n"))})
+    return rows
+
+
+def evaluation_rows(ds: str, method: str, m: dict, path: Path, timings: dict) -> list[dict]:
+    rows = []
+    for seed, s in _metric_seeds(ds, method, m, path).items():
+        val_loss, perplexity = _number(s.get("val_loss")), _number(s.get("perplexity"))
+        if perplexity is None and val_loss is not None:
+            perplexity = _perplexity(val_loss)
+        degeneration = s.get("degeneration")
+        if not isinstance(degeneration, dict) or not isinstance(degeneration.get("share"), dict):
+            raise DaugError(f"{path}: seed {seed}: needs `degeneration` with a `share` mapping "
+                            "(daug.degeneration.summary)")
+        row = {"dataset": ds, "method": method, "seed": seed, "test_loss": _number(s.get("test_loss")),
+               "n_loss": _number(s.get("n_loss")), "val_loss": val_loss, "perplexity": perplexity,
+               "n": _number(s.get("n")), "dtype": s.get("dtype"), "max_new_tokens": _number(s.get("max_new_tokens")),
+               **{k: _number(degeneration["share"].get(k)) for k in DEGENERATION},
+               "length_ratio": _number(degeneration.get("length_ratio")), "seconds": seconds(timings.get("seconds"))}
+        rows.append(row)
+    return rows
+
+
+def _check_seed(value, method: str, where: str):
+    if method == BASE:
+        if value is not None:
+            raise DaugError(f"{where}: the base model has no training seed; `seed` must be null, got {value!r}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DaugError(f"{where}: `seed` must be an integer training seed, got {value!r}")
+    return value
+
+
+def load_per_example(path: Path, method: str, fields: tuple[str, ...]) -> pd.DataFrame:
+    """A per-example file (one line per seed x example) as a frame seed, id, *fields; every value checked."""
+    rows, seen = [], {}
+    for lineno, record in iter_jsonl_numbered(path):
+        where = f"{path}: line {lineno}"
+        if not isinstance(record, dict):
+            raise DaugError(f"{where}: expected an object, got {type(record).__name__}")
+        seed = _check_seed(record.get("seed"), method, where)
+        rid = record.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise DaugError(f"{where}: no string `id`")
+        if (seed, rid) in seen:
+            raise DaugError(f"{where}: duplicate id {rid!r} for seed {seed} (first on line {seen[(seed, rid)]})")
+        seen[(seed, rid)] = lineno
+        row = {"seed": seed, "id": rid}
+        for key in fields:
+            value = record.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise DaugError(f"{where}: `{key}` is {value!r}, not a finite number")
+            row[key] = float(value)
+        rows.append(row)
+    if not rows:
+        raise DaugError(f"{path}: no records")
+    return pd.DataFrame(rows, columns=["seed", "id", *fields]).astype({"seed": object})
+
+
+def load_predictions(path: Path, method: str) -> list[dict]:
+    rows = []
+    for lineno, record in iter_jsonl_numbered(path):
+        where = f"{path}: line {lineno}"
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise DaugError(f"{where}: expected an object with a string `id`")
+        _check_seed(record.get("seed"), method, where)
+        for key in ("prediction", "reference"):
+            if not isinstance(record.get(key), str):
+                raise DaugError(f"{where}: `{key}` must be a string")
+        rows.append(record)
+    return rows
+
+
+def matrix(frame: pd.DataFrame, value: str, source: str, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(ids, (seeds, n) values) of a per-example frame, seeds in ascending order, examples in the order
+    of `ids` (default: the first seed's order). Every seed must hold exactly the same examples."""
+    groups = {seed: g for seed, g in frame.groupby("seed", dropna=False, sort=False)}
+    order = sorted(groups, key=lambda s: -1 if s is None or pd.isna(s) else s)
+    ids = list(ids if ids is not None else groups[order[0]].id)
+    out = np.empty((len(order), len(ids)))
+    for i, seed in enumerate(order):
+        g = groups[seed].set_index("id")[value]
+        if set(g.index) != set(ids):
+            extra, lacking = sorted(set(g.index) - set(ids)), sorted(set(ids) - set(g.index))
+            detail = "; ".join(part for part in (f"{len(extra)} extra id(s), e.g. {extra[0]!r}" if extra else "",
+                                                 f"{len(lacking)} id(s) missing, e.g. {lacking[0]!r}" if lacking else "")
+                               if part)
+            raise DaugError(f"{source}: seed {seed} does not score the examples compared: {detail}")
+        out[i] = g.loc[ids].to_numpy(dtype=float)
+    return ids, out
+
+
+def expected_seeds(params: dict) -> list[int]:
+    """The training seeds of params (`train.seeds`, defaults in params/base.yaml)."""
+    from daug.params import section
+
+    seeds = section(params, "train")["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise DaugError(f"params train.seeds: expected a non-empty list of integers, got {seeds!r}")
+    return sorted(seeds)
 
 
 def load_study(params: dict, root: str | Path = ".") -> Study:
@@ -145,7 +294,7 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
     methods = list((params.get("augment") or {}).get("methods") or [])
     if not datasets or not methods:
         raise DaugError("params: the report needs `datasets` and `augment.methods`")
-    study = Study(paths.profile, datasets, methods)
+    study = Study(paths.profile, datasets, methods, expected_seeds(params))
     augment, curves, training, scores, evaluation = [], [], [], [], []
     for ds in datasets:
         if paths.manifest(ds).exists():
@@ -155,33 +304,60 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
         for method in methods:
             if (m := _read(paths.augment_metrics(ds, method), study.missing)) is not None:
                 augment.append(augment_row(ds, method, m, _timings(paths.timings("augment", ds, method))))
-            curve = None
             if paths.train_curve(ds, method).exists():
-                curve = load_curve(paths.train_curve(ds, method), ds, method)
-                curves.append(curve)
+                curves.append(load_curve(paths.train_curve(ds, method), ds, method))
             else:
                 study.missing.append(str(paths.train_curve(ds, method)))
-            if (m := _read(paths.train_metrics(ds, method), study.missing)) is not None:
-                training.append(training_row(ds, method, m, curve, _timings(paths.timings("train", ds, method))))
-            if (m := _read(paths.eval_metrics(ds, method), study.missing)) is not None:
-                scores.extend(score_rows(ds, method, m))
-                evaluation.append(evaluation_row(ds, method, m, _timings(paths.timings("evaluate", ds, method))))
-            if paths.predictions(ds, method).exists():
-                study.predictions[(ds, method)] = list(iter_jsonl(paths.predictions(ds, method)))
+            path = paths.train_metrics(ds, method)
+            if (m := _read(path, study.missing)) is not None:
+                training.extend(training_rows(ds, method, m, path, _timings(paths.timings("train", ds, method))))
+            _load_per_example(study, "val", paths.val_losses(ds, method), ds, method, ("tokens", "loss_best", "loss_final"))
+        for method in study.runs:
+            path = paths.eval_metrics(ds, method)
+            if (m := _read(path, study.missing)) is not None:
+                scores.extend(score_rows(ds, method, m, path))
+                evaluation.extend(evaluation_rows(ds, method, m, path, _timings(paths.timings("evaluate", ds, method))))
+            _load_per_example(study, "losses", paths.test_losses(ds, method), ds, method, ("tokens", "loss"))
+            path = paths.predictions(ds, method)
+            if path.exists():
+                study.predictions[(ds, method)] = load_predictions(path, method)
+                study.sources[("predictions", ds, method)] = path
             else:
-                study.missing.append(str(paths.predictions(ds, method)))
+                study.missing.append(str(path))
     study.augment = pd.DataFrame(augment, columns=["dataset", "method", "backend", *AUGMENT_STATS, "seconds"])
-    study.curves = (pd.concat(curves, ignore_index=True) if curves
-                    else pd.DataFrame(columns=["dataset", "method", "step", "split", "loss"]))
-    study.training = pd.DataFrame(training)
-    study.scores = pd.DataFrame(scores, columns=["dataset", "method", "metric", "score", "ci_low", "ci_high", "n"])
+    study.curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=CURVE_COLUMNS)
+    study.training = pd.DataFrame(training, columns=["dataset", "method", "seed", *TRAIN_FIELDS, "seconds"])
+    study.scores = pd.DataFrame(scores, columns=["dataset", "method", "seed", "metric", "score", "ci_low", "ci_high", "n"])
     study.evaluation = pd.DataFrame(evaluation)
+    _check_seeds(study)
     return study
+
+
+def _load_per_example(study: Study, kind: str, path: Path, ds: str, method: str, fields: tuple[str, ...]) -> None:
+    if not path.exists():
+        study.missing.append(str(path))
+        return
+    getattr(study, kind)[(ds, method)] = load_per_example(path, method, fields)
+    study.sources[(kind, ds, method)] = path
+
+
+def _check_seeds(study: Study) -> None:
+    """Every trained run's per-example losses hold the training seeds of params, no more and no
+    fewer (generation may use fewer: the report states the seeds it has)."""
+    want = set(study.seeds)
+    for kind in ("losses", "val"):
+        for (ds, method), frame in getattr(study, kind).items():
+            got = set(frame.seed)
+            if method != BASE and got != want:
+                raise DaugError(f"{study.sources[(kind, ds, method)]}: training seeds {sorted(got)}, "
+                                f"params train.seeds {sorted(want)}")
 
 
 def original_records(paths: Paths, ds: str, methods: list[str]) -> list[dict]:
     """The training originals the augmentations were made from (the `none` records of an augmented
     file; the prepared train split if no augmented file exists)."""
+    from daug.io import iter_jsonl
+
     for method in [ORIGINAL, *methods]:
         if paths.augmented(ds, method).exists():
             return [r for r in iter_jsonl(paths.augmented(ds, method)) if r.get("method") == ORIGINAL]
@@ -190,6 +366,8 @@ def original_records(paths: Paths, ds: str, methods: list[str]) -> list[dict]:
 
 def augmented_records(paths: Paths, ds: str, method: str) -> list[dict]:
     """The new records a method made (its file minus the originals); [] if the file is missing."""
+    from daug.io import iter_jsonl
+
     path = paths.augmented(ds, method)
     if not path.exists():
         return []

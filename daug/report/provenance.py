@@ -123,7 +123,8 @@ def header(study: Study, params: dict, stage_times: dict[str, float], root: str 
         "git commit": git_commit(root),
         "profile": study.profile,
         "parameter hash": f"{params_hash(params)} (of the resolved params.yaml)",
-        "seed": str(params.get("seed")),
+        "seed": f"{params.get('seed')} (prepare, augment, bootstrap); training seeds "
+                + ", ".join(map(str, study.seeds)),
         "base model": base_model(params),
         "datasets": ", ".join(study.datasets),
         "methods": ", ".join(study.methods),
@@ -141,7 +142,8 @@ def wall_times(study: Study, stage_times: dict[str, float]) -> pd.DataFrame:
     frames = []
     for stage, frame in (("augment", study.augment), ("train", study.training), ("evaluate", study.evaluation)):
         if len(frame) and "seconds" in frame:
-            frame = frame[["dataset", "method", "seconds"]].assign(stage=stage)
+            # one timings file per run: the per-seed rows repeat its seconds
+            frame = frame[["dataset", "method", "seconds"]].drop_duplicates(["dataset", "method"]).assign(stage=stage)
             frame["seconds"] = [stage_times.get(f"{stage}-{d}-{m}", s)
                                 for d, m, s in zip(frame.dataset, frame.method, frame.seconds)]
             frames.append(frame)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-VERDICTS = ("supported", "contradicted", "inconclusive")
+VERDICTS = ("supported", "contradicted", "inconclusive", "equivalent", "NO")
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC","PingFang SC",
 "Microsoft YaHei",sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
@@ -24,6 +24,7 @@ th,td{border:1px solid #ccc;padding:.3em .5em;vertical-align:top;text-align:left
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}
 figcaption,caption{font-size:.9em;color:#555;text-align:left;padding:.2em 0}.note{color:#555;font-size:.92em}
 td.supported{background:#d9f2d9}td.contradicted{background:#f7d4d4}td.inconclusive{background:#f4f0d0}
+td.equivalent{background:#dce8f7}td.NO{background:#f7d4d4}
 table.kv th{width:16em}
 """
 

@@ -1,45 +1,194 @@
 """The report's tables, as pandas DataFrames of display strings (fixed decimals: same bytes every run)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from daug.io import stable_hash
-from daug.report.claims import fmt_interval
-from daug.report.load import AUGMENT_STATS, METRIC_LABELS, METRICS, Study
+from daug.paths import BASE
+from daug.report.load import AUGMENT_STATS, DEGENERATION, METRIC_LABELS, METRICS, Study
 
 COUNTS = ("input", "cleaned", "exact_duplicate", "near_duplicate", "rejected", "kept", "train", "val", "test")
+# issue 10's targets for `none` and for the median over methods (share of test replies; length ratio)
+DEGENERATION_TARGETS = {"at_limit": ("<=", 0.10), "loops": ("<=", 0.10), "marker": ("==", 0.0),
+                        "length_ratio": ("in", (0.5, 2.0))}
+DEGENERATION_COLUMNS = (*DEGENERATION, "length_ratio")
 
 
 def fmt(value, digits: int = 3) -> str:
-    if value is None or pd.isna(value):
+    if value is None or (not isinstance(value, (list, tuple, str)) and pd.isna(value)):
         return "–"
-    if isinstance(value, float) and not value.is_integer():
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
         return f"{value:.{digits}f}"
-    return f"{int(value):,}" if abs(value) >= 1000 else str(int(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return f"{int(value):,}" if abs(value) >= 1000 else str(int(value))
+    return str(value)
 
 
-def _ordered(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """Rows in params order: datasets, then methods."""
-    if frame.empty:
-        return frame
-    key = {(d, m): i for i, (d, m) in enumerate((d, m) for d in study.datasets for m in study.methods)}
-    order = frame.apply(lambda r: key.get((r.dataset, r.method), len(key)), axis=1)
-    return frame.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+def fixed(value, digits: int = 3) -> str:
+    """A number with exactly `digits` decimals (shares and ratios: 0.000, not 0)."""
+    return "–" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
+
+
+def spread(values, digits: int = 3) -> str:
+    """Mean over seeds with the seeds' range: `mean [min, max]`, or the one value."""
+    values = [float(v) for v in values if v is not None and not pd.isna(v)]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+
+
+def signed(value, digits: int = 4) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:+.{digits}f}"
+
+
+def interval(low, high, digits: int = 4) -> str:
+    return "–" if low is None or pd.isna(low) else f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _runs(study: Study) -> list[str]:
+    return study.runs
 
 
 def scores(study: Study) -> pd.DataFrame:
-    """Per dataset x method: each metric as `score [95% CI]`, test n, validation loss, perplexity."""
+    """Per dataset x run (base model first): test loss (primary endpoint) and the generation scores,
+    each as the mean over training seeds [min, max over seeds]."""
     rows = []
     for ds in study.datasets:
-        for method in study.methods:
-            if study.score(ds, method, "bleu") is None:
+        for method in _runs(study):
+            ev = study.eval_rows(ds, method)
+            if ev.empty:
                 continue
-            row = {"dataset": ds, "method": method}
-            row.update({METRIC_LABELS[m]: fmt_interval(study.score(ds, method, m)) for m in METRICS})
-            ev = study.evaluation[(study.evaluation.dataset == ds) & (study.evaluation.method == method)].iloc[0]
-            row.update({"n": fmt(ev.n), "val loss": fmt(ev.val_loss), "perplexity": fmt(ev.perplexity, 2),
-                        "replies at max length": fmt(ev.get("replies_at_limit"))})
+            row = {"dataset": ds, "run": "base (step 0)" if method == BASE else method,
+                   "seeds": "–" if method == BASE else str(len(ev)),
+                   "test loss": spread(ev.test_loss, 4), "n loss": fmt(ev.n_loss.iloc[0])}
+            for metric in METRICS:
+                row[METRIC_LABELS[metric]] = spread(study.score(ds, method, metric).score, 2)
+            row.update({"n replies": fmt(ev.n.iloc[0]), "val loss": spread(ev.val_loss, 4)})
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def training_design(study: Study) -> pd.DataFrame:
+    """Per run and seed: when it reached its best validation loss and stopped, and how often it saw
+    its originals and its augmentations by then."""
+    frame = study.training
+    if frame.empty:
+        return pd.DataFrame()
+    key = {(d, m): i for i, (d, m) in enumerate((d, m) for d in study.datasets for m in study.methods)}
+    frame = frame.assign(_o=[key.get((d, m), len(key)) for d, m in zip(frame.dataset, frame.method)])
+    frame = frame.sort_values(["_o", "seed"], kind="stable")
+    rows = []
+    for r in frame.itertuples(index=False):
+        rows.append({"dataset": r.dataset, "method": r.method, "seed": fmt(r.seed),
+                     "originals": fmt(r.originals), "augmented": fmt(r.augmented),
+                     "best step": fmt(r.best_step), "stop step": fmt(r.stop_step), "max steps": fmt(r.max_steps),
+                     "stopped early": fmt(r.stopped_early),
+                     "passes orig. @best": fixed(r.passes_original_best, 2),
+                     "passes aug. @best": fixed(r.passes_augmented_best, 2),
+                     "passes orig. @stop": fixed(r.passes_original_stop, 2),
+                     "passes aug. @stop": fixed(r.passes_augmented_stop, 2),
+                     "val loss step 0": fixed(r.val_loss_initial, 4), "val loss best": fixed(r.val_loss_best, 4),
+                     "val loss final": fixed(r.val_loss_final, 4),
+                     "best < step 0": fmt(None if r.val_loss_best is None or r.val_loss_initial is None
+                                          else bool(r.val_loss_best < r.val_loss_initial)),
+                     "seconds": fmt(r.seconds, 1)})
+    return pd.DataFrame(rows)
+
+
+def _mean_shares(study: Study, ds: str, method: str) -> dict[str, list[float]]:
+    ev = study.eval_rows(ds, method)
+    return {k: [v for v in ev[k] if v is not None and not pd.isna(v)] for k in DEGENERATION_COLUMNS} if len(ev) else {}
+
+
+def degeneration(study: Study) -> pd.DataFrame:
+    """Per dataset x run: degeneration shares (daug.degeneration), mean over seeds [min, max]."""
+    rows = []
+    for ds in study.datasets:
+        for method in _runs(study):
+            shares = _mean_shares(study, ds, method)
+            if not shares:
+                continue
+            row = {"dataset": ds, "run": "base (step 0)" if method == BASE else method}
+            row.update({k: spread(v, 3) for k, v in shares.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _holds(metric: str, value: float | None) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    op, bound = DEGENERATION_TARGETS[metric]
+    ok = value <= bound if op == "<=" else value == bound if op == "==" else bound[0] <= value <= bound[1]
+    return "yes" if ok else "NO"
+
+
+def target_text(metric: str) -> str:
+    op, bound = DEGENERATION_TARGETS[metric]
+    if op == "<=":
+        return f"<= {bound:.0%}"
+    return "none" if op == "==" else f"{bound[0]:g} to {bound[1]:g}"
+
+
+def degeneration_targets(study: Study) -> pd.DataFrame:
+    """Issue 10's degeneration targets for `none` and for the median over methods (of each method's
+    mean over seeds), and whether each holds."""
+    rows = []
+    for ds in study.datasets:
+        means = {m: {k: float(np.mean(v)) if v else None for k, v in _mean_shares(study, ds, m).items()}
+                 for m in study.methods if _mean_shares(study, ds, m)}
+        for who in ("none", "median over methods"):
+            if who == "none" and "none" not in means:
+                continue
+            if not means:
+                continue
+            row = {"dataset": ds, "run": who}
+            for metric in DEGENERATION_TARGETS:
+                if who == "none":
+                    value = means["none"][metric]
+                else:
+                    vals = [v[metric] for v in means.values() if v[metric] is not None]
+                    value = float(np.median(vals)) if vals else None
+                row[f"{metric} (target {target_text(metric)})"] = f"{fixed(value, 3)}: {_holds(metric, value)}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def precision(forest: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per dataset x method, the design target (95% half-width of method - none on test loss) and the
+    corrected interval, MDE and verdict."""
+    rows = []
+    for r in forest.itertuples(index=False):
+        rows.append({"dataset": r.dataset, "comparison": f"{r.method} - none", "n": fmt(r.n),
+                     "test loss diff": signed(r.diff), "95% CI": interval(r.ci95_low, r.ci95_high),
+                     "95% half-width": f"{r.half_width95:.4f}",
+                     f"target <= {target:g} met": "yes" if r.half_width95 <= target else "NO",
+                     f"corrected CI ({r.level:.2%})": interval(r.ci_low, r.ci_high),
+                     "MDE (80% power)": f"{r.mde:.4f}", "p_holm": f"{r.p_holm:.3g}", "verdict 'X > none'": r.verdict})
+    return pd.DataFrame(rows)
+
+
+def comparisons(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """Every comparison behind the claims: difference, corrected interval, p-values, power, verdict."""
+    if frame.empty:
+        return frame
+    rows = []
+    for r in frame.itertuples(index=False):
+        has = r.diff is not None and not pd.isna(r.diff)
+        rows.append({"claim #": r.claim, "dataset": r.dataset,
+                     "endpoint": METRIC_LABELS.get(r.endpoint, r.endpoint), "comparison": r.comparison,
+                     "test": r.test, "X": fmt(r.a, digits) if has else "–", "Y": fmt(r.b, digits) if has else "–",
+                     "X - Y": signed(r.diff, digits), "corrected CI": interval(r.ci_low, r.ci_high, digits),
+                     "level": f"{r.level:.2%}" if has else "–", "m": fmt(r.m),
+                     "p": f"{r.p:.3g}" if has else "–", "p_holm": f"{r.p_holm:.3g}" if has else "–",
+                     "SE": fmt(r.se, digits) if has else "–", "MDE": fmt(r.mde, digits) if has else "–",
+                     "half-width": fmt(r.half_width, digits) if has else "–",
+                     "n / seeds X / Y": f"{int(r.n)} / {int(r.n_seeds_a)} / {int(r.n_seeds_b)}" if has else "–",
+                     "verdict": r.verdict, "note": r.note})
     return pd.DataFrame(rows)
 
 
@@ -50,17 +199,13 @@ def augmentation(study: Study) -> pd.DataFrame:
     return frame
 
 
-def training(study: Study) -> pd.DataFrame:
-    frame = _ordered(study.training.copy(), study)
+def _ordered(frame: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """Rows in params order: datasets, then methods."""
     if frame.empty:
         return frame
-    if {"final_val_loss", "min_val_loss"} <= set(frame.columns):
-        frame["val rise"] = (frame.final_val_loss / frame.min_val_loss - 1).map(
-            lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
-    for col in frame.columns:
-        if col not in ("dataset", "method", "val rise"):
-            frame[col] = frame[col].map(lambda v, c=col: fmt(v, 1 if c in ("seconds", "tokens_per_s") else 3))
-    return frame.rename(columns={"tokens_per_s": "tokens/s"})
+    key = {(d, m): i for i, (d, m) in enumerate((d, m) for d in study.datasets for m in study.methods)}
+    order = frame.apply(lambda r: key.get((r.dataset, r.method), len(key)), axis=1)
+    return frame.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
 def curation(study: Study) -> pd.DataFrame:
@@ -80,18 +225,89 @@ def curation(study: Study) -> pd.DataFrame:
 
 
 def samples(study: Study, k: int, seed: int) -> list[dict]:
-    """Up to `k` test prompts per dataset (chosen by a seeded hash of their ids) with the reference
-    and every method's reply: {"dataset", "id", "instruction", "input", "reference", "replies"}."""
+    """Up to `k` test prompts per dataset (chosen by a seeded hash of their ids) with the reference,
+    the base model's reply and every method's reply from its first training seed:
+    {"dataset", "id", "instruction", "input", "reference", "replies"}."""
     out = []
+    first_seed = study.seeds[0]
     for ds in study.datasets:
-        runs = {m: {p.get("id"): p for p in study.predictions[(ds, m)]}
-                for m in study.methods if (ds, m) in study.predictions}
+        runs = {m: {p["id"]: p for p in study.predictions_of(ds, m, None if m == BASE else first_seed)}
+                for m in study.runs if (ds, m) in study.predictions}
+        runs = {m: r for m, r in runs.items() if r}
         if not runs:
             continue
         common = set.intersection(*(set(r) for r in runs.values()))
         for pid in sorted(common, key=lambda i: stable_hash("samples", seed, i))[:k]:
             first = next(iter(runs.values()))[pid]
-            replies = pd.DataFrame({"method": list(runs), "reply": [runs[m][pid].get("prediction", "") for m in runs]})
+            replies = pd.DataFrame({"run": [("base (step 0)" if m == BASE else m) for m in runs],
+                                    "reply": [runs[m][pid].get("prediction", "") for m in runs]})
             out.append({"dataset": ds, "id": pid, "instruction": first.get("instruction", ""),
                         "input": first.get("input", ""), "reference": first.get("reference", ""), "replies": replies})
     return out
+
+
+def _per_dataset(study: Study, values: dict[str, object]) -> str:
+    return "; ".join(f"{ds} {fmt(v)}" for ds, v in values.items())
+
+
+def design(study: Study, params: dict, cfg: dict) -> dict[str, str]:
+    """The study design in one place: sizes, seeds, endpoints, margins, corrections, early stopping,
+    and what this profile cannot show. `cfg`: the `report` params with defaults."""
+    from daug.params import section
+
+    train, augment = section(params, "train"), section(params, "augment")
+    claims = cfg["claims"]
+    first = {ds: study.train_rows(ds, "none") for ds in study.datasets}
+    ev = {ds: study.eval_rows(ds, study.methods[0]) for ds in study.datasets}
+    counts = {ds: study.manifests.get(ds, {}).get("counts", {}) for ds in study.datasets}
+    gen_seeds = sorted({p.get("seed") for (ds, m), rows in study.predictions.items() if m != BASE
+                        for p in rows if p.get("seed") is not None})
+    out = {
+        "prepared splits (train / val / test records)": "; ".join(
+            f"{ds} {fmt(c.get('train'))} / {fmt(c.get('val'))} / {fmt(c.get('test'))}" for ds, c in counts.items()),
+        "original training records used": _per_dataset(study, {ds: f.originals.iloc[0] if len(f) else None
+                                                               for ds, f in first.items()}),
+        "augmented records per original": f"{augment['n_aug']} (rule-based methods edit {', '.join(augment['fields'])})",
+        "validation examples (early stopping, claim 4)": _per_dataset(
+            study, {ds: f.val_examples.iloc[0] if len(f) else None for ds, f in first.items()}),
+        "test examples for the loss (primary endpoint)": _per_dataset(
+            study, {ds: e.n_loss.iloc[0] if len(e) else None for ds, e in ev.items()}),
+        "test prompts for generation (secondary endpoints, degeneration)": _per_dataset(
+            study, {ds: e.n.iloc[0] if len(e) else None for ds, e in ev.items()})
+            + f"; training seeds generated for: {', '.join(map(str, gen_seeds)) or '–'}",
+        "training seeds": f"{', '.join(map(str, study.seeds))} for every method (LoRA init, dropout, batch order)",
+        "training": (f"at most {train['steps']} optimizer steps for every method, batch {train['batch_size']}; "
+                     f"validation every {train['eval_every']} steps"
+                     + (f"; early stopping after {train['patience']} evaluations without a new best validation "
+                        "loss, best checkpoint restored" if train.get("patience") is not None else "")),
+        "primary endpoint": "per-example test loss: mean nats per reply token of each test reference reply given "
+                            "its prompt (teacher-forced, training's formatting and masking); lower is better",
+        "secondary endpoints (shown, no verdicts)": ", ".join(METRIC_LABELS.get(m, m) for m in claims["secondary"])
+                                                    + " on greedy replies, paired the same way",
+        "statistics": (f"paired two-level bootstrap, {claims['bootstrap']} resamples (seed {params.get('seed', 0)}); "
+                       f"Holm-adjusted p-values and Bonferroni intervals at 1 - {claims['alpha']}/m within each claim; "
+                       f"MDE at {claims['power']:.0%} power"),
+        "margin (non-inferiority, equivalence)": f"{claims['margin']:g} nats per reply token on the test loss",
+        "precision target": f"95% CI half-width of (method - none) test loss <= {claims['precision_target']:g} "
+                            "nats/token on every dataset",
+        "what this profile cannot show": "; ".join(_limits(study, params)),
+    }
+    return out
+
+
+def _limits(study: Study, params: dict) -> list[str]:
+    from daug.report.provenance import base_model
+
+    limits = []
+    model = base_model(params)
+    self_made = sorted({r.method for r in study.augment.itertuples(index=False)
+                        if r.method in ("bt", "pg", "refine", "expand") and "models/base" in str(r.backend)})
+    if self_made:
+        limits.append(f"{', '.join(self_made)} are produced by the base model itself ({model.split(';')[0]}): "
+                      "weak translations and paraphrases (no translation model offline), not the paper's "
+                      "translator and SparkDesk, unless a stronger backend is configured")
+    if "llama" not in model.lower():
+        limits.append(f"the base model is {model.split(';')[0]}, not the paper's Llama 3 8B Instruct")
+    limits.append("small data by design (the paper's premise is scarce data): effects smaller than the MDE "
+                  "column cannot be told from zero")
+    return limits

@@ -35,6 +35,7 @@ class Encoded:
     examples: list[Example]
     truncated: int = 0  # replies cut at max_length
     dropped: list[str] = field(default_factory=list)  # ids whose prompt alone fills max_length
+    records: list[int] = field(default_factory=list)  # each example's index in the encoded records
 
     def stats(self) -> dict:
         return {"examples": len(self.examples), "truncated": self.truncated, "dropped": len(self.dropped),
@@ -66,6 +67,7 @@ def encode_records(tokenizer, records: list[dict], system_prompt: str | None, ma
         reply = reply[:room]
         out.truncated += truncated
         out.examples.append(Example(rid, prompt + reply, [IGNORE] * len(prompt) + reply, truncated))
+        out.records.append(i)
     return out
 
 

@@ -1,4 +1,10 @@
-"""The training loop: LoRA via peft, a fixed budget, checkpoints that resume exactly, distributed.
+"""The training loop: LoRA via peft, early stopping at the validation minimum, checkpoints that
+resume exactly, distributed.
+
+The run validates at step 0 (the base model) and every `eval_every` steps on the same records with
+THE per-example loss (loss.example_losses); it keeps the adapter state of the lowest mean loss per
+reply token and stops when `patience` evaluations in a row bring no new best, or at `steps` (the
+maximum, the same for every method). The best state is restored before the adapter is saved.
 
 One optimizer step sees `batch_size` examples (the global batch, whatever the number of processes),
 split over processes and then into micro-batches of `micro_batch_size`. Each process knows the whole
@@ -7,8 +13,9 @@ gradient is then the same as one process computing the mean over the whole batch
 
 Checkpoints live outside DVC's outputs (DVC deletes those before a stage re-runs) and carry a
 fingerprint of everything that determines the result; a checkpoint with another fingerprint is
-never resumed. A checkpoint holds the adapter weights, optimizer and scheduler state, the RNG state
-of every process and the loss log, so a resumed run continues the same curve to the same adapter.
+never resumed. A checkpoint holds the adapter weights, the best state so far, optimizer and
+scheduler state, the RNG state of every process, the loss log and the early-stopping counters, so a
+resumed run continues the same curve, stops at the same step and saves the same adapter.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from tqdm.auto import tqdm
 from daug import DaugError
 from daug.io import read_json, write_json
 from daug.training.data import Encoded, Example, batch_schedule, collate, micro_batches
-from daug.training.loss import PRECISIONS, ReplyLoss, autocast, example_losses, loss_sums, mean_loss
+from daug.training.loss import PRECISIONS, ReplyLoss, autocast, example_losses, mean_loss
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,11 @@ class TrainConfig:
     max_length: int
     log_every: int
     eval_every: int
+    patience: int             # evaluations without a new best validation loss before stopping
     val_examples: int
     checkpoint_every: int     # 0 = at each evaluation
     precision: str            # float32 | bfloat16 (frozen weights in bfloat16 + autocast)
+    seeds: list               # the training seeds: one adapter each (LoRA init, dropout, batch order)
 
     @classmethod
     def from_params(cls, train: dict) -> "TrainConfig":
@@ -59,8 +68,13 @@ class TrainConfig:
             hint = f" (the old spelling of {old!r})" if old else ""
             raise DaugError(f"params train.precision: {cfg.precision!r}{hint}; "
                             f"expected one of: {', '.join(PRECISIONS)}")
-        if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every) < 1:
-            raise DaugError("params train: steps, batch_size, max_length, log_every and eval_every must be >= 1")
+        if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every, cfg.patience) < 1:
+            raise DaugError("params train: steps, batch_size, max_length, log_every, eval_every and patience "
+                            "must be >= 1")
+        seeds = cfg.seeds
+        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)):
+            raise DaugError(f"params train.seeds: {seeds!r}; expected a list of distinct integers >= 0, e.g. [0, 1]")
         return cfg
 
 
@@ -88,12 +102,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def trainable_token_ids(tokenizer, names: list[str], source: str) -> list[int]:
+    """Vocabulary ids of `lora.trainable_tokens`; DaugError for a string that is not one token."""
+    ids = []
+    for name in names:
+        tid = tokenizer.convert_tokens_to_ids(name) if isinstance(name, str) else None
+        if not isinstance(tid, int) or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != name:
+            raise DaugError(f"params lora.trainable_tokens: {name!r} is not a token of the tokenizer in {source}")
+        ids.append(tid)
+    return ids
+
+
 def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: str, device):
-    """The base model with fresh LoRA adapters; seeded right before get_peft_model (LoRA init)."""
+    """The base model with fresh LoRA adapters (and, for `lora.trainable_tokens`, trainable rows of
+    those tokens in the embedding, which a tied head shares: peft TrainableTokens); seeded right
+    before get_peft_model (LoRA init)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from daug.basemodel import load_model
+    from daug.basemodel import load_model, load_tokenizer
 
+    names = list(lora.get("trainable_tokens") or [])
+    tokens = trainable_token_ids(load_tokenizer(base_dir), names, str(base_dir)) if names else []
     four_bit = bool(model_params.get("load_in_4bit"))
     dtype = "bfloat16" if precision == "bfloat16" and not four_bit else model_params.get("dtype", "float32")
     # 4-bit: the whole model on this process's device (quantised as it loads; bitsandbytes runs on CPU too)
@@ -106,7 +135,8 @@ def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: s
         model.to(device)
     seed_everything(seed)
     config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                        target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM")
+                        target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM",
+                        trainable_token_indices=tokens or None)
     model = get_peft_model(model, config)
     for p in model.parameters():  # adapters train in fp32 even over a bf16 base
         if p.requires_grad:
@@ -116,6 +146,14 @@ def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: s
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy a `trainable_state` back into the model (resume, or restoring the best state)."""
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for name, tensor in state.items():
+            named[name].copy_(tensor)
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
@@ -135,11 +173,12 @@ def load_checkpoint(run_dir: Path, fingerprint: str) -> dict | None:
     from safetensors.torch import load_file
 
     state = torch.load(ckpt / "state.pt", weights_only=True)
-    return {**read_json(ckpt / "progress.json"), "weights": load_file(ckpt / "adapter.safetensors"), **state}
+    return {**read_json(ckpt / "progress.json"), "weights": load_file(ckpt / "adapter.safetensors"),
+            "best_weights": load_file(ckpt / "best.safetensors"), **state}
 
 
 def save_checkpoint(run_dir: Path, fingerprint: str, step: int, model, optimizer, scheduler,
-                    progress: dict, rng_states: list) -> Path:
+                    progress: dict, rng_states: list, best_state: dict) -> Path:
     """Write step-NNNNNN/ completely, then point latest.json at it (atomic), then prune older ones."""
     from safetensors.torch import save_file
 
@@ -148,6 +187,7 @@ def save_checkpoint(run_dir: Path, fingerprint: str, step: int, model, optimizer
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(trainable_state(model), tmp / "adapter.safetensors")
+    save_file(best_state, tmp / "best.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states},
                tmp / "state.pt")
     write_json(tmp / "progress.json", progress)
@@ -190,20 +230,36 @@ def _all_sum(values: list[float], world: int) -> list[float]:
 
 # --- the loop ----------------------------------------------------------------------------------------
 
-def evaluate(model, loss_fn, val: Encoded, pad_id, cfg: TrainConfig, rank: int, world: int) -> float:
-    """Validation loss per reply token, each process scoring its share of the length-sorted examples."""
-    mine = sorted(val.examples, key=lambda e: len(e.input_ids))[rank::world]
-    losses = example_losses(model, mine, pad_id, cfg.micro_batch_size or cfg.batch_size, precision=cfg.precision,
-                            loss_fn=loss_fn)
-    total, count = loss_sums(losses)
-    return mean_loss(*_all_sum([total, float(count)], world))
+def schedule(train: Encoded, cfg: TrainConfig, seed: int) -> list[list[int]]:
+    """The run's batches (indices into train.examples), for every step up to the maximum."""
+    return batch_schedule([len(e.input_ids) for e in train.examples], cfg.batch_size, cfg.steps, seed)
+
+
+def evaluate(model, loss_fn, val: Encoded, pad_id, cfg: TrainConfig, rank: int, world: int) -> list[list]:
+    """Each validation example's [summed loss, reply tokens], in val.examples order; each process
+    scores its share of the length-sorted examples and all processes get every result."""
+    order = sorted(range(len(val.examples)), key=lambda i: len(val.examples[i].input_ids))[rank::world]
+    losses = example_losses(model, [val.examples[i] for i in order], pad_id, cfg.micro_batch_size or cfg.batch_size,
+                            precision=cfg.precision, loss_fn=loss_fn)
+    out: list = [None] * len(val.examples)
+    for share in _gather([(i, e.loss, e.tokens) for i, e in zip(order, losses)], world):
+        for i, loss, tokens in share:
+            out[i] = [loss, tokens]
+    return out
+
+
+def val_mean(per_example: list[list]) -> float:
+    """Mean loss per reply token of `evaluate`'s result (an exact sum: order-independent)."""
+    return mean_loss(math.fsum(loss for loss, _ in per_example), sum(tokens for _, tokens in per_example))
 
 
 def new_progress() -> dict:
     """What a checkpoint carries besides weights and optimizer state; the loss log and counters."""
     return {"step": 0, "log": [], "seconds": 0.0, "eval_seconds": 0.0, "tokens": 0, "reply_tokens": 0,
             "padded_tokens": 0, "resumed_from": [],
-            "window": [0.0, 0.0]}  # loss sum and reply tokens since the last train row
+            "window": [0.0, 0.0],  # loss sum and reply tokens since the last train row
+            "best_step": None, "best_loss": None, "since_best": 0, "stopped_early": False,
+            "val_best": None, "val_last": None}  # per-example [loss, tokens] at the best / last evaluation
 
 
 class _Run:
@@ -217,7 +273,7 @@ class _Run:
         self.run_dir, self.fingerprint = Path(run_dir), fingerprint
         self.rank, self.world, self.device = rank, world, device
         self.examples = train.examples
-        self.schedule = batch_schedule([len(e.input_ids) for e in self.examples], cfg.batch_size, cfg.steps, seed)
+        self.schedule = schedule(train, cfg, seed)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         warm, steps = max(cfg.warmup_steps, 0), cfg.steps
@@ -230,27 +286,37 @@ class _Run:
             self.step_fn = torch.nn.parallel.DistributedDataParallel(self.loss_fn, device_ids=ids)
         self.pad_id = tokenizer.pad_token_id
         self.progress = new_progress()
+        self.best_state = trainable_state(model)
 
     def resume(self) -> None:
         """Continue from the run's checkpoint when its fingerprint matches (weights, optimizer, RNG, log)."""
         ckpt = load_checkpoint(self.run_dir, self.fingerprint)
         if ckpt is None:
             return
-        with torch.no_grad():
-            named = dict(self.model.named_parameters())
-            for name, tensor in ckpt["weights"].items():
-                named[name].copy_(tensor)
+        load_trainable_state(self.model, ckpt["weights"])
+        self.best_state = ckpt["best_weights"]
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"][self.rank], self.device)
         self.progress = {k: ckpt[k] for k in self.progress}
         self.progress["resumed_from"] = self.progress["resumed_from"] + [self.progress["step"]]
 
-    def validate(self, step: int) -> None:
+    def validate(self, step: int) -> bool:
+        """Score the validation records; keep the state if it is a new best. True: time to stop
+        (`patience` evaluations in a row without a new best)."""
         started = time.perf_counter()
-        loss = evaluate(self.model, self.loss_fn, self.val, self.pad_id, self.cfg, self.rank, self.world)
-        self.progress["log"].append({"step": step, "split": "val", "loss": loss})
-        self.progress["eval_seconds"] += time.perf_counter() - started
+        progress = self.progress
+        per_example = evaluate(self.model, self.loss_fn, self.val, self.pad_id, self.cfg, self.rank, self.world)
+        loss = val_mean(per_example)
+        progress["log"].append({"step": step, "split": "val", "loss": loss})
+        progress["val_last"] = per_example
+        if progress["best_step"] is None or (math.isfinite(loss) and not loss >= progress["best_loss"]):
+            progress.update(best_step=step, best_loss=loss, since_best=0, val_best=per_example)
+            self.best_state = trainable_state(self.model)
+        else:
+            progress["since_best"] += 1
+        progress["eval_seconds"] += time.perf_counter() - started
+        return progress["since_best"] >= self.cfg.patience
 
     def step(self, step: int, batch: list[Example]) -> tuple[float, int]:
         """One optimizer step on `batch` (this process takes its share): (global loss sum, padded tokens)."""
@@ -292,43 +358,58 @@ class _Run:
         progress["tokens"] += sum(len(e.input_ids) for e in batch)
         progress["reply_tokens"] += global_reply
         progress["padded_tokens"] += padded
-        window = progress["window"] = [progress["window"][0] + loss_sum, progress["window"][1] + global_reply]
+        progress["window"] = [progress["window"][0] + loss_sum, progress["window"][1] + global_reply]
         if step % cfg.log_every == 0 or step == cfg.steps:
-            progress["log"].append({"step": step, "split": "train", "loss": window[0] / window[1]})
-            progress["window"] = [0.0, 0.0]
+            self.flush_train_row(step)
+
+    def flush_train_row(self, step: int) -> None:
+        """The mean train loss since the last train row, as a row at `step` (if any step is pending)."""
+        loss_sum, tokens = self.progress["window"]
+        if tokens:
+            self.progress["log"].append({"step": step, "split": "train", "loss": loss_sum / tokens})
+        self.progress["window"] = [0.0, 0.0]
 
     def checkpoint(self, step: int) -> None:
         """Every process's RNG state to rank 0, which writes the checkpoint; the others wait."""
         rngs = _gather(_rng_state(self.device), self.world)
         if self.rank == 0:
             save_checkpoint(self.run_dir, self.fingerprint, step, self.model, self.optimizer, self.scheduler,
-                            self.progress, rngs)
+                            self.progress, rngs, self.best_state)
         if self.world > 1:
             torch.distributed.barrier()
 
 
 def train_loop(model, tokenizer, train: Encoded, val: Encoded, cfg: TrainConfig, seed: int, run_dir: Path,
                fingerprint: str, rank: int = 0, world: int = 1, device=torch.device("cpu")) -> dict:
-    """Train `model` (a peft model) in place. Returns the loss log and counters; resumes from run_dir."""
+    """Train `model` (a peft model) until early stopping or `cfg.steps`, then load the best state
+    into it. Returns the loss log and counters; resumes from run_dir."""
     run = _Run(model, tokenizer, train, val, cfg, seed, run_dir, fingerprint, rank, world, device)
     run.resume()
     if run.progress["step"] == 0 and not run.progress["log"]:
         run.validate(0)
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     model.train()
-    bar = tqdm(total=cfg.steps, initial=run.progress["step"], desc="train", disable=rank != 0)
+    first = run.progress["step"] + 1 if not run.progress["stopped_early"] else cfg.steps + 1
+    bar = tqdm(total=cfg.steps, initial=first - 1, desc="train", disable=rank != 0)
     try:
-        for step in range(run.progress["step"] + 1, cfg.steps + 1):
+        for step in range(first, cfg.steps + 1):
             started = time.perf_counter()
             batch = [run.examples[i] for i in run.schedule[step - 1]]
             loss_sum, padded = run.step(step, batch)
             run.record(step, time.perf_counter() - started, batch, loss_sum, padded)
+            stop = False
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                run.validate(step)
-            if step % every_ckpt == 0 or step == cfg.steps:
+                stop = run.validate(step)
+                run.progress["stopped_early"] = stop and step < cfg.steps
+                if run.progress["stopped_early"]:
+                    run.flush_train_row(step)
+            if stop or step % every_ckpt == 0 or step == cfg.steps:
                 run.checkpoint(step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / sum(e.reply_tokens for e in batch):.3f}")
+            if stop:
+                break
     finally:
         bar.close()
+    load_trainable_state(model, run.best_state)
     return run.progress

@@ -6,6 +6,11 @@ body for hidden states and apply the head only at positions that predict a reply
 frozen under LoRA, so its cross-entropy and the gradient for the hidden states are computed
 together, chunk by chunk: the (tokens x 262k) logits never exist whole, and no softmax backward
 runs. The result equals the usual causal-LM loss with -100 labels (tests check value and gradient).
+
+A few token rows may train (peft TrainableTokens, `lora.trainable_tokens`: the end-of-turn marker a
+pretrained model never learned). On a tied embedding they are rows of the head too: their logits
+come from the trained rows (one tokens x k matmul) and their gradient is returned with the hidden
+states'; in the input embeddings they are swapped in at their tokens. The big matrix stays frozen.
 """
 from __future__ import annotations
 
@@ -29,9 +34,32 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def head_log_probs(hidden, weight, softcap):
-    """(log-softmax of the capped logits hidden @ weight.T in float32, tanh of the cap or None)."""
+@dataclass(frozen=True)
+class TrainedRows:
+    """peft TrainableTokens on a layer: the frozen `weight`, the token ids `index` whose rows train,
+    and those rows (k x d). The layer's effective weight is `weight` with rows `index` replaced."""
+    weight: torch.Tensor
+    index: torch.Tensor
+    rows: torch.Tensor
+
+
+def trained_rows(layer) -> TrainedRows | None:
+    """The active TrainableTokens of a peft-wrapped embedding or head, else None."""
+    adapter = getattr(layer, "token_adapter", None)
+    if adapter is None or adapter.disable_adapters or not adapter.active_adapters:
+        return None
+    name = adapter.active_adapters[0]
+    rows = adapter.trainable_tokens_delta[name]
+    index = torch.tensor(adapter.token_indices[name], device=rows.device)
+    return TrainedRows(adapter.get_base_layer().weight, index, rows)
+
+
+def head_log_probs(hidden, weight, softcap, rows=None, index=None):
+    """(log-softmax of the capped logits hidden @ W.T in float32, tanh of the cap or None), where W
+    is `weight` with its rows `index` replaced by `rows` (when given)."""
     logits = (hidden @ weight.T).float()
+    if rows is not None:
+        logits[:, index] = (hidden @ rows.to(weight.dtype).T).float()
     capped = None
     if softcap:
         capped = torch.tanh(logits / softcap)
@@ -40,32 +68,49 @@ def head_log_probs(hidden, weight, softcap):
 
 
 class FrozenHeadCrossEntropy(torch.autograd.Function):
-    """sum(cross_entropy(hidden @ weight.T, targets)) for a frozen `weight`; backward to hidden only."""
+    """sum(cross_entropy(hidden @ W.T, targets)) for a frozen `weight`; backward to hidden only.
+
+    With `rows` (k x d, trainable) and `index` (k token ids), W is `weight` with those rows replaced:
+    the rows' gradient is returned too (d loss / d row_j = sum over positions of
+    (softmax - one_hot)[:, index_j] * hidden), so a few trained rows need no trainable head.
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, softcap, chunk):
+    def forward(ctx, hidden, weight, targets, softcap, chunk, rows=None, index=None):
         h = hidden.to(weight.dtype)
         want_grad = ctx.needs_input_grad[0]
+        want_rows = rows is not None and ctx.needs_input_grad[5]
         grad = torch.empty_like(h) if want_grad else None
+        grad_rows = torch.zeros(rows.shape, dtype=torch.float32, device=h.device) if want_rows else None
+        shift = rows.to(weight.dtype) - weight[index] if rows is not None else None  # W = weight + onehot.T @ shift
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], chunk):
-            t = targets[s:s + chunk]
-            logp, capped = head_log_probs(h[s:s + chunk], weight, softcap)
+            t, hs = targets[s:s + chunk], h[s:s + chunk]
+            logp, capped = head_log_probs(hs, weight, softcap, rows, index)
             total -= logp.gather(1, t[:, None]).sum()
-            if want_grad:  # d loss / d logits = softmax - one_hot; then through the cap and the head
+            if want_grad or want_rows:  # d loss / d logits = softmax - one_hot; then through the cap and the head
                 probs = logp.exp_()
                 probs[torch.arange(len(t), device=t.device), t] -= 1
                 if softcap:
                     probs.mul_(1 - capped * capped)
-                grad[s:s + chunk] = probs.to(weight.dtype) @ weight
-        ctx.save_for_backward(grad if want_grad else h.new_empty(0))
+                g = probs.to(weight.dtype)
+                if want_grad:
+                    grad[s:s + chunk] = g @ weight
+                    if rows is not None:
+                        grad[s:s + chunk] += g[:, index] @ shift
+                if want_rows:
+                    grad_rows += probs[:, index].T @ hs.float()
+        ctx.save_for_backward(grad if want_grad else h.new_empty(0), grad_rows if want_rows else h.new_empty(0))
         ctx.hidden_dtype = hidden.dtype
+        ctx.rows_dtype = rows.dtype if want_rows else None
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_total).to(ctx.hidden_dtype), None, None, None, None
+        grad, grad_rows = ctx.saved_tensors
+        g_hidden = (grad * grad_total).to(ctx.hidden_dtype) if ctx.needs_input_grad[0] else None
+        g_rows = (grad_rows * grad_total).to(ctx.rows_dtype) if ctx.rows_dtype is not None else None
+        return g_hidden, None, None, None, None, g_rows, None
 
 
 class ReplyLoss(nn.Module):
@@ -80,18 +125,39 @@ class ReplyLoss(nn.Module):
         self.model = model  # the peft model: its parameters are the trainable ones
         lm = unwrap(model)
         self.body = lm.base_model  # the decoder stack (Gemma3TextModel, LlamaModel, ...)
+        self.embed = lm.get_input_embeddings()
         self.head = lm.get_output_embeddings()
         self.softcap = getattr(lm.config, "final_logit_softcapping", None)
 
+    def _embeddings(self, input_ids, trained: TrainedRows):
+        """The input embeddings with the trained rows at their tokens' positions: what peft's
+        TrainableTokens layer computes, without copying the whole vocabulary matrix every step."""
+        base = self.embed.token_adapter.get_base_layer()
+        x = base(input_ids)  # the frozen rows (and, on a tied model, the head's: the same tensor)
+        scale = getattr(base, "embed_scale", None)  # Gemma scales embeddings by sqrt(hidden size)
+        for j in range(len(trained.index)):
+            row = trained.rows[j] * scale.to(trained.rows.dtype) if scale is not None else trained.rows[j]
+            x = torch.where((input_ids == trained.index[j])[..., None], row.to(x.dtype), x)
+        return x
+
     def _reply_positions(self, input_ids, attention_mask, labels):
         """(hidden states that predict a reply token, those tokens, the reply-token mask)."""
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        trained = trained_rows(self.embed)
+        inputs = ({"inputs_embeds": self._embeddings(input_ids, trained)} if trained is not None
+                  else {"input_ids": input_ids})
+        hidden = self.body(**inputs, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
         return hidden[:, :-1][keep], targets[keep], keep
 
-    def _frozen_head(self) -> bool:
-        return not self.head.weight.requires_grad and getattr(self.head, "bias", None) is None
+    def _frozen_head(self) -> tuple | None:
+        """(frozen head weight, trained rows, their ids) for the fused loss, or None (trainable head)."""
+        trained = trained_rows(self.head)
+        adapter = getattr(self.head, "token_adapter", None)
+        layer = adapter.get_base_layer() if adapter is not None else self.head
+        if layer.weight.requires_grad or getattr(layer, "bias", None) is not None:
+            return None
+        return (trained.weight, trained.rows, trained.index) if trained is not None else (layer.weight, None, None)
 
     def _trainable_head_logits(self, selected):
         logits = self.head(selected)  # a trainable head (e.g. peft modules_to_save): plain autograd
@@ -101,8 +167,10 @@ class ReplyLoss(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels):
         selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
-        if self._frozen_head():
-            return FrozenHeadCrossEntropy.apply(selected, self.head.weight, targets, self.softcap, CHUNK), keep.sum()
+        frozen = self._frozen_head()
+        if frozen is not None:
+            weight, rows, index = frozen
+            return FrozenHeadCrossEntropy.apply(selected, weight, targets, self.softcap, CHUNK, rows, index), keep.sum()
         return F.cross_entropy(self._trainable_head_logits(selected), targets, reduction="sum"), keep.sum()
 
     @torch.no_grad()
@@ -115,11 +183,13 @@ class ReplyLoss(nn.Module):
         selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
         rows = keep.nonzero()[:, 0]  # the row of each selected position, in `selected`'s order
         sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=selected.device)
-        weight = self.head.weight
+        frozen = self._frozen_head()
         for s in range(0, selected.shape[0], CHUNK):
             hidden, t = selected[s:s + CHUNK], targets[s:s + CHUNK]
-            if self._frozen_head():
-                nll = -head_log_probs(hidden.to(weight.dtype), weight, self.softcap)[0].gather(1, t[:, None])[:, 0]
+            if frozen is not None:
+                weight, trained, index = frozen
+                logp = head_log_probs(hidden.to(weight.dtype), weight, self.softcap, trained, index)[0]
+                nll = -logp.gather(1, t[:, None])[:, 0]
             else:
                 nll = F.cross_entropy(self._trainable_head_logits(hidden), t, reduction="none")
             sums.index_add_(0, rows[s:s + CHUNK], nll.double())
