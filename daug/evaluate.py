@@ -126,13 +126,24 @@ def _first(records: list[dict], n: int | None) -> list[dict]:
     return records if n is None else records[:n]
 
 
+def stop_ids(tokenizer, stop_at_newline: bool = False) -> list[int]:
+    """Where a reply ends: the end-of-turn tokens (`daug.chat.stop_token_ids`), and with the dataset
+    option `stop_at_newline` (for datasets whose replies are single lines) a line break too."""
+    from daug.chat import stop_token_ids
+    from daug.generate import newline_token_ids
+
+    return sorted(set(stop_token_ids(tokenizer)) | (set(newline_token_ids(tokenizer)) if stop_at_newline else set()))
+
+
 def predict(model, tokenizer, records: list[dict], system_prompt: str | None, max_new_tokens: int,
-            batch_size: int, progress: bool = True, repetition_penalty: float = 1.0) -> list[str]:
+            batch_size: int, progress: bool = True, repetition_penalty: float = 1.0,
+            stop_at_newline: bool = False) -> list[str]:
     """Greedy replies to `records`, in order (with `repetition_penalty` on each reply's own tokens)."""
     from daug.generate import generate
 
     return generate(model, tokenizer, prompts(tokenizer, records, system_prompt), max_new_tokens,
-                    batch_size=batch_size, progress=progress, repetition_penalty=repetition_penalty)
+                    batch_size=batch_size, progress=progress, repetition_penalty=repetition_penalty,
+                    stop_ids=stop_ids(tokenizer, stop_at_newline))
 
 
 def test_losses(model, tokenizer, encoded, batch_size: int, progress: bool = True) -> list[dict]:
@@ -174,7 +185,7 @@ def _mean(values: list[float]) -> float | None:
 
 def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed: int | None, *, loss_examples,
                    gen_records: list[dict], val_records: list[dict], bootstrap_seed: int, source: str,
-                   progress: bool = True) -> tuple[dict, list[dict], list[dict], dict]:
+                   progress: bool = True, stop_at_newline: bool = False) -> tuple[dict, list[dict], list[dict], dict]:
     """One model's evaluation: (metrics, loss rows, prediction rows, seconds) for the files of `stage`."""
     from daug import degeneration, scoring
     from daug.training.loss import validation_loss
@@ -186,7 +197,7 @@ def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed:
 
     t = time.perf_counter()
     replies = predict(model, tokenizer, gen_records, system_prompt, cfg["max_new_tokens"], cfg["batch_size"], progress,
-                      cfg["repetition_penalty"])
+                      cfg["repetition_penalty"], stop_at_newline)
     seconds["generate"] = time.perf_counter() - t
     reply_tokens = [len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"]]
 
@@ -280,7 +291,7 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
         m, loss_rows, rows, more = evaluate_model(
             model, tokenizer, cfg, system_prompt, seed, loss_examples=loss_examples, gen_records=gen_records,
             val_records=val_records, bootstrap_seed=int(params.get("seed", 0)), source=str(files["predictions"]),
-            progress=progress)
+            progress=progress, stop_at_newline=bool(ds.get("stop_at_newline", False)))
         del model, fresh
         metrics[label(seed)] = m
         losses += loss_rows

@@ -13,7 +13,7 @@ import pytest
 
 from daug import DaugError, degeneration
 from daug.cli import main
-from daug.evaluate import config, load, prompts, stage
+from daug.evaluate import config, load, prompts, stage, stop_ids
 from daug.io import read_records, write_jsonl
 from daug.paths import BASE
 from tests.conftest import REPO
@@ -221,6 +221,17 @@ def test_prompts_are_the_training_prompts(layout, tokenizer, smoke_params):
     for example, prompt in zip(encode_records(tokenizer, records, system, 512).examples, ids):
         n_prompt = sum(1 for t in example.labels if t == IGNORE)
         assert example.input_ids[:n_prompt] == prompt
+
+
+def test_a_newline_stop_is_a_dataset_option(tokenizer):
+    from daug.chat import stop_token_ids
+    from daug.generate import newline_token_ids
+
+    assert stop_ids(tokenizer) == sorted(stop_token_ids(tokenizer))  # by default a reply ends at its turn's end only
+    with_newline = stop_ids(tokenizer, stop_at_newline=True)
+    assert set(newline_token_ids(tokenizer)) and set(newline_token_ids(tokenizer)) <= set(with_newline)
+    assert set(stop_token_ids(tokenizer)) <= set(with_newline)
+    assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in with_newline
 
 
 def test_same_params_same_bytes(fp32_run, layout, tiny_model_dir):
