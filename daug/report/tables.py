@@ -250,6 +250,13 @@ def _per_dataset(study: Study, values: dict[str, object]) -> str:
     return "; ".join(f"{ds} {fmt(v)}" for ds, v in values.items())
 
 
+def _decoding(evaluate: dict) -> str:
+    penalty = evaluate["repetition_penalty"]
+    return (f"greedy, at most {evaluate['max_new_tokens']} new tokens, stops at the end of the turn"
+            + (f"; repetition penalty {penalty:g} on the tokens the reply already holds (not the prompt's): an "
+               "evaluation choice, not something the adapters learned (docs/training.md)" if penalty != 1 else ""))
+
+
 def design(study: Study, params: dict, cfg: dict) -> dict[str, str]:
     """The study design in one place: sizes, seeds, endpoints, margins, corrections, early stopping,
     and what this profile cannot show. `cfg`: the `report` params with defaults."""
@@ -284,6 +291,7 @@ def design(study: Study, params: dict, cfg: dict) -> dict[str, str]:
                             "its prompt (teacher-forced, training's formatting and masking); lower is better",
         "secondary endpoints (shown, no verdicts)": ", ".join(METRIC_LABELS.get(m, m) for m in claims["secondary"])
                                                     + " on greedy replies, paired the same way",
+        "decoding (every method and the base model)": _decoding(section(params, "evaluate")),
         "statistics": (f"paired two-level bootstrap, {claims['bootstrap']} resamples (seed {params.get('seed', 0)}); "
                        f"Holm-adjusted p-values and Bonferroni intervals at 1 - {claims['alpha']}/m within each claim; "
                        f"MDE at {claims['power']:.0%} power"),
