@@ -63,17 +63,6 @@ def config(params: dict) -> dict:
     return cfg
 
 
-def training_seeds(params: dict) -> list[int]:
-    """params `train.seeds`: the training seeds whose adapters a run evaluates (checked)."""
-    from daug.params import defaults
-
-    seeds = (params.get("train") or {}).get("seeds", (defaults().get("train") or {}).get("seeds", [0]))
-    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise DaugError(f"params train.seeds: expected a non-empty list of distinct non-negative integers, got {seeds!r}")
-    return seeds
-
-
 def label(seed: int | None) -> str:
     """A run's key in the metrics file: `seed-<k>`, or `base` for the untuned base model."""
     return BASE if seed is None else seed_dir(seed)
@@ -254,6 +243,8 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
     system_prompt = ds.get("system_prompt")
     paths = Paths.of(params)
     base = Path(base or paths.base_model())
+    from daug.params import training_seeds
+
     seeds: list[int | None] = [None] if method == BASE else training_seeds(params)
     adapters = None if method == BASE else Path(adapter or paths.adapters(dataset, method))
     test_file, val_file = Path(test or paths.prepared(dataset, "test")), Path(val or paths.prepared(dataset, "val"))

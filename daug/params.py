@@ -111,6 +111,16 @@ def section(params: dict, name: str, nested: tuple[str, ...] = ()) -> dict:
     return deep_merge(base, given)
 
 
+def training_seeds(params: dict) -> list[int]:
+    """params `train.seeds` (base.yaml's default filled in): one adapter per seed; a DaugError
+    unless it is a non-empty list of distinct integers >= 0. Train and evaluate both read it here."""
+    seeds = (params.get("train") or {}).get("seeds", (defaults().get("train") or {}).get("seeds"))
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)):
+        raise DaugError(f"params train.seeds: {seeds!r}; expected a list of distinct integers >= 0, e.g. [0, 1]")
+    return seeds
+
+
 def profile_name(params: dict) -> str:
     """The profile these params belong to (DEFAULT_PROFILE when they name none)."""
     return params.get("profile") or DEFAULT_PROFILE

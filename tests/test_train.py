@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from daug import DaugError
 from daug.chat import GEMMA_END, messages, prompt_text
 from daug.io import read_records, write_jsonl
+from daug.params import training_seeds
 from daug.train import encode_example, encode_records, exposure, stage, validation_loss
 from daug.training.data import IGNORE, batch_schedule, collate
 from daug.training.loop import TrainConfig
@@ -285,6 +286,8 @@ def test_unknown_train_key_is_a_clear_error():
 def test_bad_training_seeds_are_a_clear_error(seeds):
     with pytest.raises(DaugError, match=r"params train.seeds: .*expected a list of distinct integers >= 0"):
         TrainConfig.from_params({"seeds": seeds})
+    with pytest.raises(DaugError, match=r"params train.seeds: .*expected a list of distinct integers >= 0"):
+        training_seeds({"train": {"seeds": seeds}})  # what evaluate reads: the same rule and message
 
 
 def test_exposure_counts_originals_and_augmentations_seen_up_to_a_step():

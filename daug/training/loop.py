@@ -60,7 +60,7 @@ class TrainConfig:
     @classmethod
     def from_params(cls, train: dict) -> "TrainConfig":
         """From a params `train` section (base.yaml's defaults filled in, unknown keys rejected)."""
-        from daug.params import section
+        from daug.params import section, training_seeds
 
         cfg = cls(**section({"train": train}, "train"))
         if cfg.precision not in PRECISIONS:
@@ -71,10 +71,7 @@ class TrainConfig:
         if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every, cfg.patience) < 1:
             raise DaugError("params train: steps, batch_size, max_length, log_every, eval_every and patience "
                             "must be >= 1")
-        seeds = cfg.seeds
-        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)):
-            raise DaugError(f"params train.seeds: {seeds!r}; expected a list of distinct integers >= 0, e.g. [0, 1]")
+        training_seeds({"train": {"seeds": cfg.seeds}})
         return cfg
 
 
