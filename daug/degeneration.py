@@ -42,6 +42,12 @@ Definitions (per test example; a text is a Python str, a "character" is one Unic
 Over a list of examples, `summary` gives for each flag the count and the share (count / n, rounded to
 6 decimals), and length_ratio = total characters of the replies / total characters of the references
 (= mean_reply_chars / mean_reference_chars; None when the references have no characters).
+
+One measure is of the run, not of an example: top_opening is the most common opening (first
+OPENING_CHARS characters, whitespace stripped; of the replies that have that many) and
+top_opening_share the share of all n replies that open with it. A model that answers every prompt
+with the same stock phrase ("你说的没错，…") ends its turn and never loops, yet has collapsed; this
+is what shows it. Ties go to the opening that comes first.
 """
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ from daug import DaugError
 
 LOOP_MIN_CHARS = 4
 LOOP_MIN_REPEATS = 3
+OPENING_CHARS = 5
 FLAGS = ("at_limit", "loops", "marker", "foreign_script", "leaks", "empty", "newline")
 LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")  # exactly str.splitlines' boundaries
 
@@ -156,6 +163,20 @@ def flags(prediction: str, reference: str, reply_tokens: int, max_new_tokens: in
             "empty": empty(prediction), "newline": newline(prediction, reference)}
 
 
+def top_opening(predictions: list[str], chars: int = OPENING_CHARS) -> tuple[str | None, int]:
+    """The most common first `chars` characters (whitespace stripped) among replies that long, and
+    how many replies open with it; (None, 0) when no reply is that long."""
+    counts: dict[str, int] = {}
+    for text in predictions:
+        text = text.strip()
+        if len(text) >= chars:
+            counts[text[:chars]] = counts.get(text[:chars], 0) + 1
+    if not counts:
+        return None, 0
+    best = max(counts, key=counts.get)  # max keeps the first of equal counts: insertion order
+    return best, counts[best]
+
+
 def _share(count: int, n: int) -> float | None:
     return round(count / n, 6) if n else None
 
@@ -178,7 +199,9 @@ def summary(rows: list[dict], max_new_tokens: int, source: str = "predictions") 
         reply_chars += len(row["prediction"])
         reference_chars += len(row["reference"])
     n = len(rows)
+    opening, opening_count = top_opening([row["prediction"] for row in rows])
     return {"n": n, "share": {k: _share(c, n) for k, c in counts.items()}, "count": counts,
+            "top_opening": opening, "top_opening_share": _share(opening_count, n),
             "length_ratio": round(reply_chars / reference_chars, 6) if reference_chars else None,
             "mean_reply_chars": round(reply_chars / n, 6) if n else None,
             "mean_reference_chars": round(reference_chars / n, 6) if n else None,

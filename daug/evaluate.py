@@ -243,9 +243,7 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
     system_prompt = ds.get("system_prompt")
     paths = Paths.of(params)
     base = Path(base or paths.base_model())
-    from daug.params import training_seeds
-
-    seeds: list[int | None] = [None] if method == BASE else training_seeds(params)
+    seeds: list[int | None] = [None] if method == BASE else P.training_seeds(params)
     adapters = None if method == BASE else Path(adapter or paths.adapters(dataset, method))
     test_file, val_file = Path(test or paths.prepared(dataset, "test")), Path(val or paths.prepared(dataset, "val"))
     files = run_files(params, dataset, method, out_dir)

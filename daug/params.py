@@ -114,7 +114,7 @@ def section(params: dict, name: str, nested: tuple[str, ...] = ()) -> dict:
 def training_seeds(params: dict) -> list[int]:
     """params `train.seeds` (base.yaml's default filled in): one adapter per seed; a DaugError
     unless it is a non-empty list of distinct integers >= 0. Train and evaluate both read it here."""
-    seeds = (params.get("train") or {}).get("seeds", (defaults().get("train") or {}).get("seeds"))
+    seeds = section(params, "train")["seeds"]
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)):
         raise DaugError(f"params train.seeds: {seeds!r}; expected a list of distinct integers >= 0, e.g. [0, 1]")

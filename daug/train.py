@@ -2,9 +2,9 @@
 
 Reads every record of the augmented file (originals and augmented) and the first
 `train.val_examples` records of the prepared val split, and trains, for each seed of `train.seeds`
-in this one process (tokenizer and data loaded once; a fresh base model + LoRA per seed), to its
-validation minimum within the `train.steps` maximum (the same for every method; early stopping
-with `train.patience`, the best state restored; daug/training/loop.py). Writes each seed's adapter
+in this one process (tokenizer and data loaded once; a fresh base model + LoRA per seed), for the
+`train.steps` that every method shares (early stopping with `train.patience` may end sooner; `null`:
+never), keeping the best evaluated state (daug/training/loop.py). Writes each seed's adapter
 (PEFT safetensors + README.md model card), and per run the loss log (seed,step,split,loss; split =
 train|val), the summary metrics per seed (best and stopping step, passes over the originals and
 over the augmentations, ...), each validation example's loss at the best and at the last

@@ -10,7 +10,7 @@ import pytest
 
 from daug import DaugError
 from daug.degeneration import (FLAGS, LINE_BREAKS, at_limit, empty, flags, foreign_scripts, leaks, loops, marker,
-                               newline, repeated_substring, scripts, summary)
+                               newline, repeated_substring, scripts, summary, top_opening)
 
 REF = "皇上，臣妾做不到啊！"
 
@@ -258,3 +258,20 @@ def test_summary_guards_zero():
 def test_summary_names_the_bad_record(row, message):
     with pytest.raises(DaugError, match=f"^eval/x.predictions.jsonl: {message}"):
         summary([ROWS[0], row], max_new_tokens=8, source="eval/x.predictions.jsonl")
+
+
+# --- top opening (a stock phrase) -----------------------------------------------------------------
+
+def test_top_opening_counts_the_most_common_first_five_characters():
+    replies = ["你说的没错，我就是想知道。", "你说的没错，我只是想问。", " 你说的没错！", "嗯，我之前也想过。", "好的。"]
+    assert top_opening(replies) == ("你说的没错", 3)  # whitespace stripped; "好的。" is too short to count
+    assert top_opening(["好的。", "嗯"]) == (None, 0)
+    assert top_opening(["甲乙丙丁戊一", "子丑寅卯辰二"]) == ("甲乙丙丁戊", 1)  # a tie: the first one
+
+
+def test_summary_reports_the_share_of_the_top_opening_over_all_replies():
+    rows = [{"reference": "派蒙饿了。", "prediction": p, "reply_tokens": 5}
+            for p in ("你说的没错，吃饭吧。", "你说的没错，走吧。", "出发吧！", "蒙德城好美啊。")]
+    s = summary(rows, max_new_tokens=64)
+    assert (s["top_opening"], s["top_opening_share"]) == ("你说的没错", 0.5)  # 2 of 4, the short one counted in n
+    assert (summary([], max_new_tokens=8)["top_opening"], summary([], max_new_tokens=8)["top_opening_share"]) == (None, None)

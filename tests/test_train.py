@@ -123,11 +123,11 @@ def short_replies(records) -> list[dict]:
 
 
 def overfit(tmp_path_factory, smoke_params, tiny_model_dir, short_replies, tokens: list[str]) -> dict:
-    """One seed, 24 steps on 8 short replies (validated on the same records: no early stop)."""
+    """One seed, 24 steps on 8 short replies (validated on the same records), no early stopping."""
     root = tmp_path_factory.mktemp("overfit")
     data = root / "short.jsonl"
     write_jsonl(data, short_replies)
-    params = tiny_params(smoke_params, dropout=0.0, seeds=[0], max_length=128, eval_every=8, patience=100)
+    params = tiny_params(smoke_params, dropout=0.0, seeds=[0], max_length=128, eval_every=8, patience=None)
     params["lora"]["trainable_tokens"] = tokens
     summary = run_stage(params, root, data, tiny_model_dir)
     return {"root": root, "adapter": root / "adapter" / "seed-0", "summary": summary["seed-0"]}
@@ -303,6 +303,18 @@ def test_exposure_counts_originals_and_augmentations_seen_up_to_a_step():
     assert exposure(batches, train, records, 4) == (5 / 3, 3 / 3)   # + 4 (record 5), 0, 2 / 1
     only_originals = Encoded([None] * 2, records=[0, 1])
     assert exposure([[0, 1]], only_originals, [records[0], records[2]], 1) == (1.0, None)  # no augmentation: None
+
+
+def test_patience_null_means_no_early_stopping_and_zero_is_an_error():
+    assert TrainConfig.from_params({"patience": None}).patience is None
+    with pytest.raises(DaugError, match=r"params train: .*patience must be >= 1 \(patience: null for no early stopping\)"):
+        TrainConfig.from_params({"patience": 0})
+
+
+def test_without_patience_the_run_follows_the_whole_schedule_and_keeps_its_best(eot_trained):
+    s = eot_trained["summary"]
+    assert (s["stop_step"], s["max_steps"], s["stopped_early"], s["patience"]) == (24, 24, False, None)
+    assert 0 < s["best_step"] <= 24 and s["val_loss_best"] <= s["val_loss_final"]
 
 
 def test_train_config_defaults_come_from_base_yaml_and_old_precisions_are_named():

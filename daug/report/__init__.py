@@ -193,8 +193,9 @@ def _results(w: _Writer, study, cfg: dict) -> None:
                     "loops has a substring of at least 4 characters repeated 3 or more times without overlap; "
                     "marker contains chat-template marker text; foreign_script has letters of a script the "
                     "reference does not use; leaks = marker or foreign_script; empty is blank; newline has a line "
-                    "break the reference lacks; length_ratio = reply characters / reference characters. Mean over "
-                    "training seeds [min, max].", note=True)
+                    "break the reference lacks; length_ratio = reply characters / reference characters; "
+                    "top_opening_share = share of replies opening with the run's most common first 5 characters "
+                    "(a stock phrase the other measures miss). Mean over training seeds [min, max].", note=True)
     w.doc.table(T.degeneration(study))
     w.doc.table(T.degeneration_targets(study), "Issue 10's targets, for none and for the median over methods "
                 "(of each method's mean over seeds)")

@@ -203,7 +203,9 @@ def evaluation_rows(ds: str, method: str, m: dict, path: Path, timings: dict) ->
                "n_loss": _number(s.get("n_loss")), "val_loss": val_loss, "perplexity": perplexity,
                "n": _number(s.get("n")), "dtype": s.get("dtype"), "max_new_tokens": _number(s.get("max_new_tokens")),
                **{k: _number(degeneration["share"].get(k)) for k in DEGENERATION},
-               "length_ratio": _number(degeneration.get("length_ratio")), "seconds": seconds(timings.get("seconds"))}
+               "length_ratio": _number(degeneration.get("length_ratio")),
+               "top_opening_share": _number(degeneration.get("top_opening_share")),
+               "seconds": seconds(timings.get("seconds"))}
         rows.append(row)
     return rows
 

@@ -12,7 +12,7 @@ COUNTS = ("input", "cleaned", "exact_duplicate", "near_duplicate", "rejected", "
 # issue 10's targets for `none` and for the median over methods (share of test replies; length ratio)
 DEGENERATION_TARGETS = {"at_limit": ("<=", 0.10), "loops": ("<=", 0.10), "marker": ("==", 0.0),
                         "length_ratio": ("in", (0.5, 2.0))}
-DEGENERATION_COLUMNS = (*DEGENERATION, "length_ratio")
+DEGENERATION_COLUMNS = (*DEGENERATION, "length_ratio", "top_opening_share")
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -283,10 +283,12 @@ def design(study: Study, params: dict, cfg: dict) -> dict[str, str]:
             study, {ds: e.n.iloc[0] if len(e) else None for ds, e in ev.items()})
             + f"; training seeds generated for: {', '.join(map(str, gen_seeds)) or '–'}",
         "training seeds": f"{', '.join(map(str, study.seeds))} for every method (LoRA init, dropout, batch order)",
-        "training": (f"at most {train['steps']} optimizer steps for every method, batch {train['batch_size']}; "
-                     f"validation every {train['eval_every']} steps"
+        "training": (f"{'at most ' if train.get('patience') is not None else ''}{train['steps']} optimizer steps "
+                     f"for every method (learning rate decaying linearly to 0 at step {train['steps']}), batch "
+                     f"{train['batch_size']}; validation every {train['eval_every']} steps"
                      + (f"; early stopping after {train['patience']} evaluations without a new best validation "
-                        "loss, best checkpoint restored" if train.get("patience") is not None else "")),
+                        "loss, best checkpoint restored" if train.get("patience") is not None
+                        else "; no early stopping, the best evaluated checkpoint restored")),
         "primary endpoint": "per-example test loss: mean nats per reply token of each test reference reply given "
                             "its prompt (teacher-forced, training's formatting and masking); lower is better",
         "secondary endpoints (shown, no verdicts)": ", ".join(METRIC_LABELS.get(m, m) for m in claims["secondary"])

@@ -1,10 +1,11 @@
-"""The training loop: LoRA via peft, early stopping at the validation minimum, checkpoints that
-resume exactly, distributed.
+"""The training loop: LoRA via peft, the best validation state kept (optional early stopping),
+checkpoints that resume exactly, distributed.
 
 The run validates at step 0 (the base model) and every `eval_every` steps on the same records with
 THE per-example loss (loss.example_losses); it keeps the adapter state of the lowest mean loss per
 reply token and stops when `patience` evaluations in a row bring no new best, or at `steps` (the
-maximum, the same for every method). The best state is restored before the adapter is saved.
+maximum, the same for every method; with `patience: null`, always at `steps`). The best state is
+restored before the adapter is saved.
 
 One optimizer step sees `batch_size` examples (the global batch, whatever the number of processes),
 split over processes and then into micro-batches of `micro_batch_size`. Each process knows the whole
@@ -51,7 +52,7 @@ class TrainConfig:
     max_length: int
     log_every: int
     eval_every: int
-    patience: int             # evaluations without a new best validation loss before stopping
+    patience: int | None      # evaluations without a new best validation loss before stopping; None: never stop early
     val_examples: int
     checkpoint_every: int     # 0 = at each evaluation
     precision: str            # float32 | bfloat16 (frozen weights in bfloat16 + autocast)
@@ -68,9 +69,10 @@ class TrainConfig:
             hint = f" (the old spelling of {old!r})" if old else ""
             raise DaugError(f"params train.precision: {cfg.precision!r}{hint}; "
                             f"expected one of: {', '.join(PRECISIONS)}")
-        if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every, cfg.patience) < 1:
+        if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every,
+               1 if cfg.patience is None else cfg.patience) < 1:
             raise DaugError("params train: steps, batch_size, max_length, log_every, eval_every and patience "
-                            "must be >= 1")
+                            "must be >= 1 (patience: null for no early stopping)")
         training_seeds({"train": {"seeds": cfg.seeds}})
         return cfg
 
@@ -313,7 +315,7 @@ class _Run:
         else:
             progress["since_best"] += 1
         progress["eval_seconds"] += time.perf_counter() - started
-        return progress["since_best"] >= self.cfg.patience
+        return self.cfg.patience is not None and progress["since_best"] >= self.cfg.patience
 
     def step(self, step: int, batch: list[Example]) -> tuple[float, int]:
         """One optimizer step on `batch` (this process takes its share): (global loss sum, padded tokens)."""
