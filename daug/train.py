@@ -206,7 +206,7 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
     summaries, logs, rows, times = {}, {}, [], {}
     for seed in cfg.seeds:
         fp = fingerprint(params, dataset, seed, [p["data"], p["val"]], p["base"], world)
-        model = lora_model(p["base"], params["model"], params["lora"], seed, cfg.precision, device)
+        model = lora_model(p["base"], params["model"], params["lora"], seed, cfg.precision, device, tokenizer)
         progress = train_loop(model, tokenizer, train, val_enc, cfg, seed, p["runs"] / seed_dir(seed), fp,
                               rank, world, device)  # returns with the best state loaded
         summary = summarize(progress, seed, schedule(train, cfg, seed), train, val_enc, records, cfg,

@@ -226,7 +226,8 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     for key in ("git commit", "parameter hash", "base model", "packages", "machine", "torch ", "training seeds 0, 1"):
         assert key in html, key
     # design: sizes, margins, what the profile cannot show
-    for text in ("test examples for the loss", "0.05 nats per reply token", "Holm", "bt, pg are produced by the "
+    for text in ("test examples for the loss", "0.05 nats per reply token", "Holm", "each pass one example of every source",
+                 "bt, pg are produced by the "
                  "base model itself", "not the paper&#x27;s Llama 3 8B Instruct"):
         assert text in html, text
     # scores: the base model's step-0 row and the seed spread of the test loss

@@ -4,6 +4,7 @@ seeds, exposure, resume after a real kill, NaN handling, two processes, and the 
 format (load and merge)."""
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import math
@@ -275,6 +276,36 @@ def test_batch_order_is_fixed_by_seed_and_groups_lengths():
     assert len(set(first_epoch)) == 200  # an epoch sees every example once
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a) / len(a)
     assert spread < 20  # random batches of 8 would spread ~80
+
+
+def test_passes_by_source_show_every_source_dialogue_equally_often_whatever_the_augmentation():
+    # 40 source dialogues, each an original plus 0-2 augmentations (90 examples): each pass of 5
+    # batches holds one example of every source, cycling through its variants
+    sources = [f"s{i}" for i in range(40) for _ in range(i % 3 + 1)]
+    lengths = [(i * 37) % 101 for i in range(len(sources))]
+    a = batch_schedule(lengths, 8, 15, seed=3, sources=sources)
+    assert a == batch_schedule(lengths, 8, 15, seed=3, sources=sources)
+    assert a != batch_schedule(lengths, 8, 15, seed=4, sources=sources)
+    seen = collections.Counter(sources[i] for b in a for i in b)
+    assert set(seen.values()) == {3}  # 3 passes: every source 3 times
+    first_pass = [sources[i] for b in a[:5] for i in b]
+    assert sorted(first_pass) == sorted(set(sources))
+    two = [i for i, s in enumerate(sources) if s == "s1"]  # a source with 2 examples: both, one of them twice
+    assert sorted(collections.Counter(i for b in a for i in b if i in two).values()) == [1, 2]
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in a) / len(a)
+    assert spread < 30
+
+
+def test_passes_by_source_without_augmentation_are_the_epochs_of_passes_by_record():
+    lengths = [(i * 37) % 101 for i in range(200)]
+    assert batch_schedule(lengths, 8, 60, seed=3, sources=[f"s{i}" for i in range(200)]) == \
+        batch_schedule(lengths, 8, 60, seed=3)
+
+
+def test_train_passes_is_checked():
+    assert TrainConfig.from_params({"passes": "record"}).passes == "record"
+    with pytest.raises(DaugError, match=r"params train.passes: 'epoch'; expected one of: source, record"):
+        TrainConfig.from_params({"passes": "epoch"})
 
 
 def test_unknown_train_key_is_a_clear_error():

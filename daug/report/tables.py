@@ -285,7 +285,11 @@ def design(study: Study, params: dict, cfg: dict) -> dict[str, str]:
         "training seeds": f"{', '.join(map(str, study.seeds))} for every method (LoRA init, dropout, batch order)",
         "training": (f"{'at most ' if train.get('patience') is not None else ''}{train['steps']} optimizer steps "
                      f"for every method (learning rate decaying linearly to 0 at step {train['steps']}), batch "
-                     f"{train['batch_size']}; validation every {train['eval_every']} steps"
+                     f"{train['batch_size']}; "
+                     + ("each pass one example of every source dialogue (an original or an augmentation of it, "
+                        "in turn), so every method sees each dialogue equally often" if train["passes"] == "source"
+                        else "each pass every record once")
+                     + f"; validation every {train['eval_every']} steps"
                      + (f"; early stopping after {train['patience']} evaluations without a new best validation "
                         "loss, best checkpoint restored" if train.get("patience") is not None
                         else "; no early stopping, the best evaluated checkpoint restored")),

@@ -36,6 +36,7 @@ class Encoded:
     truncated: int = 0  # replies cut at max_length
     dropped: list[str] = field(default_factory=list)  # ids whose prompt alone fills max_length
     records: list[int] = field(default_factory=list)  # each example's index in the encoded records
+    sources: list[str] = field(default_factory=list)  # each example's source dialogue (`source_id`, else its id)
 
     def stats(self) -> dict:
         return {"examples": len(self.examples), "truncated": self.truncated, "dropped": len(self.dropped),
@@ -68,6 +69,7 @@ def encode_records(tokenizer, records: list[dict], system_prompt: str | None, ma
         out.truncated += truncated
         out.examples.append(Example(rid, prompt + reply, [IGNORE] * len(prompt) + reply, truncated))
         out.records.append(i)
+        out.sources.append(str(record.get("source_id") or rid))
     return out
 
 
@@ -87,21 +89,36 @@ def collate(examples: list[Example], pad_id: int):
     return ids, mask, labels
 
 
-def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, group: int = 32) -> list[list[int]]:
+def batch_schedule(lengths: list[int], batch_size: int, steps: int, seed: int, group: int = 32,
+                   sources: list[str] | None = None) -> list[list[int]]:
     """Example indices for each optimizer step, fixed by the seed (a resumed run replays it exactly).
 
-    Each epoch shuffles the examples, then sorts windows of `group` batches by length so a batch
-    holds examples of similar length (little padding), and shuffles the batches' order again.
-    Epochs continue until `steps` batches exist; a batch never mixes two epochs, and each epoch
-    leaves out its (shuffled, so each time different) remainder of fewer than batch_size examples.
+    The steps run in passes. Without `sources` a pass is an epoch: every example once. With
+    `sources` (each example's source dialogue: an original and its augmentations share one) a pass
+    holds one example of every source, each source cycling through its examples in an order drawn
+    once per seed; so after k passes every source dialogue has been seen exactly k times, whichever
+    method made the data. Each pass shuffles its examples, then sorts windows of `group` batches by
+    length so a batch holds examples of similar length (little padding), and shuffles the batches'
+    order again. Passes continue until `steps` batches exist; a batch never mixes two passes, and
+    each pass leaves out its (shuffled, so each time different) remainder of fewer than batch_size.
+    With every source its own (no augmentation) the two are the same schedule.
     """
     if not lengths:
         raise DaugError("no training examples (every record was dropped or the file is empty)")
+    if sources is not None and len(sources) != len(lengths):
+        raise ValueError(f"sources: {len(sources)} for {len(lengths)} examples")
+    cycles: dict[str, list[int]] = {}
+    for i, source in enumerate(sources if sources is not None else range(len(lengths))):
+        cycles.setdefault(source, []).append(i)
+    cycle_rng = random.Random(f"cycles:{seed}")  # a stream apart from the passes': singletons draw nothing
+    for members in cycles.values():
+        if len(members) > 1:
+            cycle_rng.shuffle(members)
     batches: list[list[int]] = []
     epoch = 0
     while len(batches) < steps:
         rng = random.Random(seed * 1_000_003 + epoch)
-        order = list(range(len(lengths)))
+        order = [members[epoch % len(members)] for members in cycles.values()]
         rng.shuffle(order)
         if len(order) >= batch_size:  # full batches only: every step sees batch_size examples
             order = order[:len(order) // batch_size * batch_size]

@@ -38,6 +38,9 @@ from daug.training.data import Encoded, Example, batch_schedule, collate, micro_
 from daug.training.loss import PRECISIONS, ReplyLoss, autocast, example_losses, mean_loss
 
 
+PASSES = ("source", "record")  # train.passes: one example per source dialogue per pass, or every record
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """params.yaml `train`: the budget every method gets. The defaults and the meaning of each
@@ -57,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int     # 0 = at each evaluation
     precision: str            # float32 | bfloat16 (frozen weights in bfloat16 + autocast)
     seeds: list               # the training seeds: one adapter each (LoRA init, dropout, batch order)
+    passes: str               # what a pass over the data covers: "source" | "record" (daug.training.data.batch_schedule)
 
     @classmethod
     def from_params(cls, train: dict) -> "TrainConfig":
@@ -73,6 +77,8 @@ class TrainConfig:
                1 if cfg.patience is None else cfg.patience) < 1:
             raise DaugError("params train: steps, batch_size, max_length, log_every, eval_every and patience "
                             "must be >= 1 (patience: null for no early stopping)")
+        if cfg.passes not in PASSES:
+            raise DaugError(f"params train.passes: {cfg.passes!r}; expected one of: {', '.join(PASSES)}")
         training_seeds({"train": {"seeds": cfg.seeds}})
         return cfg
 
@@ -112,16 +118,17 @@ def trainable_token_ids(tokenizer, names: list[str], source: str) -> list[int]:
     return ids
 
 
-def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: str, device):
+def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: str, device, tokenizer=None):
     """The base model with fresh LoRA adapters (and, for `lora.trainable_tokens`, trainable rows of
     those tokens in the embedding, which a tied head shares: peft TrainableTokens); seeded right
-    before get_peft_model (LoRA init)."""
+    before get_peft_model (LoRA init). `tokenizer`: the base model's, if already loaded (Gemma's
+    takes ~4 s to load)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from daug.basemodel import load_model, load_tokenizer
 
     names = list(lora.get("trainable_tokens") or [])
-    tokens = trainable_token_ids(load_tokenizer(base_dir), names, str(base_dir)) if names else []
+    tokens = trainable_token_ids(tokenizer or load_tokenizer(base_dir), names, str(base_dir)) if names else []
     four_bit = bool(model_params.get("load_in_4bit"))
     dtype = "bfloat16" if precision == "bfloat16" and not four_bit else model_params.get("dtype", "float32")
     # 4-bit: the whole model on this process's device (quantised as it loads; bitsandbytes runs on CPU too)
@@ -231,7 +238,8 @@ def _all_sum(values: list[float], world: int) -> list[float]:
 
 def schedule(train: Encoded, cfg: TrainConfig, seed: int) -> list[list[int]]:
     """The run's batches (indices into train.examples), for every step up to the maximum."""
-    return batch_schedule([len(e.input_ids) for e in train.examples], cfg.batch_size, cfg.steps, seed)
+    return batch_schedule([len(e.input_ids) for e in train.examples], cfg.batch_size, cfg.steps, seed,
+                          sources=train.sources if cfg.passes == "source" else None)
 
 
 def evaluate(model, loss_fn, val: Encoded, pad_id, cfg: TrainConfig, rank: int, world: int) -> list[list]:
