@@ -1,5 +1,6 @@
 # One entry point. `make repro` reproduces the study; `make test` is what CI runs.
 PROFILE ?= cpu
+STUDY   ?=
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
@@ -18,9 +19,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-# Switch to PROFILE (rewrites params.yaml) and bring every stage up to date.
+# Switch to PROFILE and STUDY (rewrites params.yaml; STUDY empty: params `study`, `all`: every
+# study) and bring every stage of its runs up to date.
 repro: setup
-	$(BIN)/python -m daug profile $(PROFILE)
+	$(BIN)/python -m daug profile $(PROFILE) $(if $(STUDY),--study $(STUDY))
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: setup

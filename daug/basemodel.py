@@ -161,9 +161,9 @@ def _no_cpu_repacking(model) -> None:
 
 # --- stage and CLI --------------------------------------------------------------------------------
 
-def stage(params: dict, dataset: str | None = None, method: str | None = None) -> dict:
+def stage(params: dict) -> dict:
     """The base_model stage: params `model` (and `seed`, for the tiny model) -> the base-model folder
-    of daug/paths.py. Returns the summary. (`dataset`, `method`: unused; one base model serves all.)"""
+    of daug/paths.py. Returns the summary (one base model serves every run)."""
     from daug.paths import Paths
 
     return build(params["model"], Paths.of(params).base_model(), params.get("seed", 0))

@@ -1,12 +1,12 @@
 """`python -m daug <command>`: one command per pipeline stage, plus helpers.
 
-Every stage command has the same shape, and runs the stage module's `stage(params, dataset, method)`
-(the function the stage notebook calls), writing the paths of daug/paths.py:
+Every stage command has the same shape, and runs the stage module's `stage(params, key)` (the
+function the stage notebook calls), writing the paths of daug/paths.py:
 
-    python -m daug <stage> [--dataset D] [--method M] [--params FILE]
+    python -m daug <stage> [--run NAME | --dataset D --method M ...] [--params FILE]
 
-A stage run per dataset (prepare) or per dataset x method (augment, train, evaluate) runs for every
-one in params when --dataset / --method is left out. Three file-to-file forms stay for ad hoc use:
+A stage runs per dataset (prepare) or per run of the grid (augment, train, evaluate: daug/runs.py),
+for every one in params when no run is named. Three file-to-file forms stay for ad hoc use:
 
     python -m daug prepare RAW OUT_DIR [--name N] [--seed S] [--strict]
     python -m daug augment IN OUT --method M [--p P] [-P KEY=VALUE] [--n-aug N] ...
@@ -40,22 +40,37 @@ COMMANDS = {
 }
 
 
-def stage_arguments(parser, dataset: bool = False, method: bool = False) -> None:
-    """The flags every stage command shares: [--dataset D] [--method M] [--params FILE]."""
-    if dataset:
+def stage_arguments(parser, dataset: bool = False, run: bool = False) -> None:
+    """The flags every stage command shares: [--dataset D] [--params FILE], and for per-run stages
+    a run by name (--run) or by its axes (--dataset, --method, --approach, --size, --schedule)."""
+    if dataset or run:
         parser.add_argument("--dataset", metavar="D", help="a key of `datasets` in params (default: every one)")
-    if method:
-        parser.add_argument("--method", metavar="M", help="one of `augment.methods` (default: every one)")
+    if run:
+        parser.add_argument("--run", metavar="NAME", help="a run of params `runs`, by name (e.g. zhenhuan-rd; daug/runs.py)")
+        parser.add_argument("--method", metavar="M", help="an augmentation method (default: every one of the study)")
+        parser.add_argument("--approach", metavar="A", help="a fine-tuning approach of params `approaches` (default: any)")
+        parser.add_argument("--size", metavar="N", type=int, help="training originals (default: any)")
+        parser.add_argument("--schedule", metavar="S", help="a schedule of params `schedules` (default: any)")
     parser.add_argument("--params", default=str(PARAMS_FILE), metavar="FILE",
                         help=f"parameters file (default: {PARAMS_FILE})")
 
 
-def stage_runs(params: dict, dataset: str | None, method: str | None = None,
-               per_method: bool = True) -> list[tuple[str, str | None]]:
-    """The (dataset, method) runs a stage command makes: the ones given, else every one in params."""
-    datasets = [dataset] if dataset else list(params.get("datasets") or {})
-    methods = [method] if method else list((params.get("augment") or {}).get("methods") or [])
-    return [(d, m) for d in datasets for m in (methods if per_method else [None])]
+def stage_runs(params: dict, args) -> list:
+    """The runs (daug/runs.py) a per-run stage command makes: the one named by --run, else the active
+    runs matching the axes given (every one when none is given)."""
+    from daug.runs import select
+
+    return select(params, args.run, args.dataset, args.method, args.approach, args.size, args.schedule)
+
+
+def path_overrides(args, names: tuple[str, ...], runs: list) -> dict:
+    """The path options of one run (`--out` ...) as stage() keywords; a DaugError when they are given
+    for several runs (a path names one run's file)."""
+    given = {name: getattr(args, name) for name in names}
+    if len(runs) > 1 and any(v is not None for v in given.values()):
+        flags = ", ".join(f"--{n.replace('_', '-')}" for n, v in given.items() if v is not None)
+        raise DaugError(f"{flags}: a path names one run's files; choose one run (--run NAME, or its axes)")
+    return given
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -32,11 +32,6 @@ CORPUS_BLEU = "corpus_bleu"
 DEFAULT_RESAMPLES = 2000
 
 
-def higher_is_better(metric: str) -> bool:
-    """Scores are better high; losses (nats per reply token) are better low."""
-    return not (metric == "loss" or metric.endswith("_loss"))
-
-
 NOT_METRICS = ("id", "seed", "tokens")  # keys and token counts: numbers, but not per-example results
 
 
@@ -198,6 +193,8 @@ def comparisons(a, b, metrics: Sequence[str] | None = None, n_resamples: int = D
             xb = np.stack([run.values(metric, ids) for run in runs_b])
             statistic = None
         family[metric] = stats.two_level_bootstrap(xa, xb, n_resamples=n_resamples, seed=seed, statistic=statistic)
+    from daug.scoring import higher_is_better
+
     out = []
     for metric, c in stats.compare_family(family, alpha).items():
         up = higher_is_better(metric)

@@ -1,10 +1,11 @@
 """Evaluation stage: per-example test loss, greedy replies scored and checked for degeneration.
 
-One run is a dataset x method and covers every training seed of params `train.seeds` (method
-`base`, `daug.paths.BASE`: the untuned base model, once, seed null). For each seed:
-  1. the base model with that seed's adapter (`Paths.adapter(ds, m, seed)`), merged into the
-     weights for inference (same function, no LoRA detour at every layer; 4-bit models keep the
-     adapter unmerged). peft's TrainableTokens rows (the learned `<end_of_turn>` embedding) merge
+One run of the grid (daug/runs.py) covers every training seed of params `train.seeds` (method
+`base`, `daug.runs.BASE`: the untuned base model, once, seed null). For each seed:
+  1. the base model with that seed's trained weights (`Paths.adapter(run, seed)`), loaded by the
+     run's approach (daug/approaches/) and, where the approach merges, merged into the weights
+     for inference (same function, no LoRA detour at every layer; 4-bit models keep the adapter
+     unmerged; prompt or prefix tuning runs through the peft model's own forward). peft's TrainableTokens rows (the learned `<end_of_turn>` embedding) merge
      too: `merge_and_unload` writes them into the embedding, and so into the tied head. The base
      model is loaded once per process; each seed gets a deep copy of it (tied weights stay tied),
      since applying and merging an adapter changes the model in place. Then cast to
@@ -39,7 +40,8 @@ from pathlib import Path
 
 from daug import DaugError
 from daug.io import read_records, write_json, write_jsonl, write_metrics
-from daug.paths import BASE, Paths, seed_dir
+from daug.paths import Paths, seed_dir
+from daug.runs import BASE
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -73,25 +75,29 @@ def _contiguous_input(module, args):
 
 
 def load(base_dir: str | Path, adapter_dir: str | Path | None, model_params: dict | None = None, merge: bool = True,
-         dtype: str | None = None, *, base_model=None, tokenizer=None):
-    """(model, tokenizer): the base model with the LoRA adapter applied (none: the base model alone),
-    in eval mode, cast to `dtype`. `base_model` is an already loaded base model to use instead of
-    loading one; it is changed in place (pass a copy to keep the original)."""
+         dtype: str | None = None, *, base_model=None, tokenizer=None, approach=None):
+    """(model, tokenizer): the base model with the trained weights of `adapter_dir` applied by
+    `approach` (daug/approaches/; none: the base model alone), in eval mode, cast to `dtype`.
+    `base_model` is an already loaded base model to use instead of loading one; it is changed in
+    place (pass a copy to keep the original)."""
     import torch
-    from peft import PeftModel
 
     from daug.basemodel import load_model, load_tokenizer
 
     model_params = model_params or {}
-    if adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").exists():
-        raise DaugError(f"{adapter_dir}: no LoRA adapter here (adapter_config.json missing); run the train stage first")
+    if adapter_dir is not None:
+        if approach is None:
+            raise DaugError(f"{adapter_dir}: loading trained weights needs their approach (daug/approaches/)")
+        if not approach.is_saved(Path(adapter_dir)):
+            raise DaugError(f"{adapter_dir}: no {approach.name} weights here ({approach.saved_file} missing); "
+                            "run the train stage first")
     tokenizer = tokenizer or load_tokenizer(base_dir)
     four_bit = bool(model_params.get("load_in_4bit"))
     model = base_model if base_model is not None else load_model(base_dir, model_params.get("dtype", "float32"), four_bit)
     if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-        if merge and not four_bit:  # merging into NF4 weights would re-quantise them: keep LoRA separate there
-            model = model.merge_and_unload()  # LoRA deltas and TrainableTokens rows, into the weights
+        model = approach.load(model, Path(adapter_dir))
+        if merge:  # merging into NF4 weights would re-quantise them: the approach keeps them separate there
+            model = approach.for_inference(model, four_bit)
     # torch 2.13 on CPU: F.linear of a non-contiguous 3-D input with a weight that does not require
     # grad (peft freezes everything) runs as bmm over an expanded copy of the weight. transformers
     # feeds the head hidden[:, -1:, :] at prefill: for Gemma's 262k x 640 head that copy took ~30 s
@@ -126,16 +132,16 @@ def stop_ids(tokenizer, stop_at_newline: bool = False) -> list[int]:
 
 def predict(model, tokenizer, records: list[dict], system_prompt: str | None, max_new_tokens: int,
             batch_size: int, progress: bool = True, repetition_penalty: float = 1.0,
-            stop_at_newline: bool = False) -> list[str]:
+            stop_at_newline: bool = False, approach=None) -> list[str]:
     """Greedy replies to `records`, in order (with `repetition_penalty` on each reply's own tokens)."""
     from daug.generate import generate
 
     return generate(model, tokenizer, prompts(tokenizer, records, system_prompt), max_new_tokens,
                     batch_size=batch_size, progress=progress, repetition_penalty=repetition_penalty,
-                    stop_ids=stop_ids(tokenizer, stop_at_newline))
+                    stop_ids=stop_ids(tokenizer, stop_at_newline), approach=approach)
 
 
-def test_losses(model, tokenizer, encoded, batch_size: int, progress: bool = True) -> list[dict]:
+def test_losses(model, tokenizer, encoded, batch_size: int, progress: bool = True, approach=None) -> list[dict]:
     """Per-example test loss rows {id, tokens, loss = mean nats per reply token}, in record order.
 
     The examples are sorted by length once and scored a few batches at a time (for the progress
@@ -151,7 +157,9 @@ def test_losses(model, tokenizer, encoded, batch_size: int, progress: bool = Tru
     with tqdm(total=len(examples), desc="test loss", unit="example", disable=not progress) as bar:
         for start in range(0, len(order), step):
             rows = order[start:start + step]
-            for i, e in zip(rows, example_losses(model, [examples[i] for i in rows], tokenizer.pad_token_id, batch_size)):
+            batch = example_losses(model, [examples[i] for i in rows], tokenizer.pad_token_id, batch_size,
+                                   approach=approach)
+            for i, e in zip(rows, batch):
                 out[i] = {"id": e.id, "tokens": e.tokens, "loss": e.loss / e.tokens}
             bar.update(len(rows))
     return out
@@ -174,19 +182,22 @@ def _mean(values: list[float]) -> float | None:
 
 def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed: int | None, *, loss_examples,
                    gen_records: list[dict], val_records: list[dict], bootstrap_seed: int, source: str,
-                   progress: bool = True, stop_at_newline: bool = False) -> tuple[dict, list[dict], list[dict], dict]:
-    """One model's evaluation: (metrics, loss rows, prediction rows, seconds) for the files of `stage`."""
+                   progress: bool = True, stop_at_newline: bool = False,
+                   approach=None) -> tuple[dict, list[dict], list[dict], dict]:
+    """One model's evaluation: (metrics, loss rows, prediction rows, seconds) for the files of `stage`;
+    `approach`: the one whose weights `model` holds (None: the base model)."""
     from daug import degeneration, scoring
     from daug.training.loss import validation_loss
 
     seconds = {}
     t = time.perf_counter()
-    losses = [{"seed": seed, **row} for row in test_losses(model, tokenizer, loss_examples, cfg["loss_batch_size"], progress)]
+    losses = [{"seed": seed, **row}
+              for row in test_losses(model, tokenizer, loss_examples, cfg["loss_batch_size"], progress, approach)]
     seconds["test_loss"] = time.perf_counter() - t
 
     t = time.perf_counter()
     replies = predict(model, tokenizer, gen_records, system_prompt, cfg["max_new_tokens"], cfg["batch_size"], progress,
-                      cfg["repetition_penalty"], stop_at_newline)
+                      cfg["repetition_penalty"], stop_at_newline, approach)
     seconds["generate"] = time.perf_counter() - t
     reply_tokens = [len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"]]
 
@@ -199,7 +210,7 @@ def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed:
 
     t = time.perf_counter()
     val_loss = validation_loss(model, tokenizer, val_records, system_prompt, cfg["max_length"],
-                               cfg["loss_batch_size"]) if val_records else float("nan")
+                               cfg["loss_batch_size"], approach=approach) if val_records else float("nan")
     seconds["val_loss"] = time.perf_counter() - t
 
     summary["bootstrap_seed"] = summary.pop("seed")
@@ -214,50 +225,54 @@ def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed:
     return metrics, losses, rows, seconds
 
 
-def run_files(params: dict, dataset: str, method: str, out_dir: str | Path | None = None) -> dict[str, Path]:
+def run_files(params: dict, run, out_dir: str | Path | None = None) -> dict[str, Path]:
     """The run's metrics, predictions and test-loss files (daug/paths.py; `out_dir` moves all three)."""
     paths = Paths.of(params)
-    files = {"metrics": paths.eval_metrics(dataset, method), "predictions": paths.predictions(dataset, method),
-             "losses": paths.test_losses(dataset, method)}
+    files = {"metrics": paths.eval_metrics(run), "predictions": paths.predictions(run),
+             "losses": paths.test_losses(run)}
     return files if out_dir is None else {k: Path(out_dir) / f.name for k, f in files.items()}
 
 
-def stage(params: dict, dataset: str | None = None, method: str | None = None, *,
-          base: str | Path | None = None, adapter: str | Path | None = None, test: str | Path | None = None,
-          val: str | Path | None = None, out_dir: str | Path | None = None, timings: str | Path | None = None,
-          progress: bool = True) -> dict:
-    """Evaluate one dataset x method, every training seed (method `base`: the base model alone); write
-    the test losses, predictions, metrics and timings (daug/paths.py; the keyword arguments override
-    them: `adapter` is the run's folder of seed-<k> adapters, `out_dir` holds the three result files).
-    Returns {"metrics": the metrics file's document, "timings": ..., "files": {name: path}}."""
+PATH_OPTIONS = ("base", "adapter", "test", "val", "out_dir", "timings")  # stage() keywords = CLI path flags
+
+
+def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | Path | None = None,
+          test: str | Path | None = None, val: str | Path | None = None, out_dir: str | Path | None = None,
+          timings: str | Path | None = None, progress: bool = True) -> dict:
+    """Evaluate one run (a daug.runs.Run, or its name), every training seed (method `base`: the base
+    model alone); write the test losses, predictions, metrics and timings (daug/paths.py; the keyword
+    arguments override them: `adapter` is the run's folder of seed-<k> weights, `out_dir` holds the
+    three result files). Returns {"metrics": the metrics file's document, "timings": ..., "files": {name: path}}."""
     from daug import params as P
+    from daug.approaches import from_params as approach_of
     from daug.basemodel import load_model, load_tokenizer
     from daug.records import check_records
+    from daug.runs import lookup
     from daug.training.data import encode_records
 
-    if not dataset or not method:
-        raise DaugError("evaluate: needs a dataset and a method (--dataset D --method M)")
+    run = lookup(params, run) if isinstance(run, str) else run
     start = time.perf_counter()
     cfg = config(params)
-    ds = P.dataset(params, dataset)
+    ds = P.dataset(params, run.dataset)
     system_prompt = ds.get("system_prompt")
     paths = Paths.of(params)
     base = Path(base or paths.base_model())
-    seeds: list[int | None] = [None] if method == BASE else P.training_seeds(params)
-    adapters = None if method == BASE else Path(adapter or paths.adapters(dataset, method))
-    test_file, val_file = Path(test or paths.prepared(dataset, "test")), Path(val or paths.prepared(dataset, "val"))
-    files = run_files(params, dataset, method, out_dir)
+    seeds: list[int | None] = [None] if run.is_base else P.training_seeds(params)
+    approach = None if run.is_base else approach_of(params, run.approach)
+    adapters = None if run.is_base else Path(adapter or paths.adapters(run))
+    test_file, val_file = Path(test or paths.prepared(run.dataset, "test")), Path(val or paths.prepared(run.dataset, "val"))
+    files = run_files(params, run, out_dir)
     test_records = read_records(test_file)
     if not test_records:
         raise DaugError(f"{test_file}: no test records to evaluate")
     check_records(test_records, str(test_file))
     gen_records = _first(test_records, cfg["max_examples"])
     val_records = _first(read_records(val_file), cfg["val_examples"])
-    if adapters is not None:  # every seed's adapter before any work: a missing one is found in a second
+    if adapters is not None:  # every seed's weights before any work: a missing one is found in a second
         for seed in seeds:
-            if not (adapters / seed_dir(seed) / "adapter_config.json").exists():
-                raise DaugError(f"{adapters / seed_dir(seed)}: no LoRA adapter here (adapter_config.json missing); "
-                                f"run the train stage first (train.seeds = {seeds})")
+            if not approach.is_saved(adapters / seed_dir(seed)):
+                raise DaugError(f"{adapters / seed_dir(seed)}: no {approach.name} weights here ({approach.saved_file} "
+                                f"missing); run the train stage first (train.seeds = {seeds})")
 
     seconds: dict = {}
     t = time.perf_counter()
@@ -275,12 +290,12 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
         t = time.perf_counter()
         fresh = shared if seed == seeds[-1] or shared is None else copy.deepcopy(shared)  # the last seed may use it up
         model, _ = load(base, None if seed is None else adapters / seed_dir(seed), model_params, dtype=cfg["dtype"],
-                        base_model=fresh, tokenizer=tokenizer)
+                        base_model=fresh, tokenizer=tokenizer, approach=approach)
         run_seconds = {"load": time.perf_counter() - t}
         m, loss_rows, rows, more = evaluate_model(
             model, tokenizer, cfg, system_prompt, seed, loss_examples=loss_examples, gen_records=gen_records,
             val_records=val_records, bootstrap_seed=int(params.get("seed", 0)), source=str(files["predictions"]),
-            progress=progress, stop_at_newline=bool(ds.get("stop_at_newline", False)))
+            progress=progress, stop_at_newline=bool(ds.get("stop_at_newline", False)), approach=approach)
         del model, fresh
         metrics[label(seed)] = m
         losses += loss_rows
@@ -292,7 +307,7 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
     doc = write_metrics(files["metrics"], metrics)
     seconds["total"] = time.perf_counter() - start
     times = {"seconds": {k: round(v, 2) if isinstance(v, float) else v for k, v in seconds.items()}}
-    write_json(Path(timings or paths.timings("evaluate", dataset, method)), times)
+    write_json(Path(timings or paths.timings("evaluate", run)), times)
     return {"metrics": doc, "timings": times, "files": files}
 
 
@@ -348,34 +363,34 @@ def samples(result: dict, n: int = 5):
 
 def add_arguments(parser) -> None:
     from daug.cli import stage_arguments
+    from daug.paths import ADAPTERS, BASE_MODEL, PREPARED
 
-    stage_arguments(parser, dataset=True, method=True)
-    parser.add_argument("--base", help="base model directory (default: models/base)")
-    parser.add_argument("--adapter", help="the run's adapters, one seed-<k> folder per training seed "
-                                          "(default: models/adapters/DATASET/METHOD)")
-    parser.add_argument("--test", help="test records (default: data/prepared/DATASET/test.jsonl)")
-    parser.add_argument("--val", help="validation records (default: data/prepared/DATASET/val.jsonl)")
-    parser.add_argument("--out", help="directory for the metrics, predictions and test losses (default: reports/PROFILE/eval)")
-    parser.add_argument("--timings", help="timings file (default: reports/PROFILE/timings/evaluate-DATASET-METHOD.json)")
+    stage_arguments(parser, run=True)
+    parser.add_argument("--base", help=f"base model directory (default: {BASE_MODEL})")
+    parser.add_argument("--adapter", help="the run's trained weights, one seed-<k> folder per training seed "
+                                          f"(default: {ADAPTERS}/<run folder>)")
+    parser.add_argument("--test", help=f"test records (default: {PREPARED}/DATASET/test.jsonl)")
+    parser.add_argument("--val", help=f"validation records (default: {PREPARED}/DATASET/val.jsonl)")
+    parser.add_argument("--out", dest="out_dir", help="directory for the metrics, predictions and test losses "
+                                                      "(default: reports/PROFILE/eval)")
+    parser.add_argument("--timings", help="timings file (default: reports/PROFILE/timings/evaluate-RUN.json)")
 
 
 def run(args) -> int:
-    from daug.cli import stage_runs
+    from daug.cli import path_overrides, stage_runs
     from daug.params import load as load_params
+    from daug.runs import Grid
 
     params = load_params(args.params)
-    overrides = {"base": args.base, "adapter": args.adapter, "test": args.test, "val": args.val,
-                 "out_dir": args.out, "timings": args.timings}
-    runs = stage_runs(params, args.dataset, args.method)
-    if args.method is None:  # every method, and the base model beside them
-        runs += [(d, BASE) for d in dict.fromkeys(d for d, _ in runs)]
-    if len(runs) > 1 and any(v is not None for k, v in overrides.items() if k != "base"):
-        raise DaugError("path options (--adapter, --out, ...) name one run's files: give --dataset and --method")
-    for dataset, method in runs:
-        result = stage(params, dataset, method, **overrides)
+    runs = stage_runs(params, args)
+    if args.run is None and args.method is None:  # every run, and the base model beside them
+        runs += [Grid.of(params).base(d) for d in dict.fromkeys(r.dataset for r in runs)]
+    overrides = path_overrides(args, tuple(k for k in PATH_OPTIONS if k != "base"), runs)
+    for one in runs:
+        result = stage(params, one, base=args.base, **overrides)
         for key, m in result["metrics"].items():
             scores = "  ".join(f"{s} {m[s]['score']:.2f}" for s in ("bleu", "rouge1", "rouge2", "rougeL", "chrf"))
-            print(f"{dataset}/{method} {key}: test_loss {m['test_loss']} (n={m['n_loss']})  n={m['n']}  {scores}  "
+            print(f"{one.name} {key}: test_loss {m['test_loss']} (n={m['n_loss']})  n={m['n']}  {scores}  "
                   f"val_loss {m['val_loss']}")
-        print(f"{dataset}/{method}: {result['timings']['seconds']['total']:.1f} s")
+        print(f"{one.name}: {result['timings']['seconds']['total']:.1f} s")
     return 0

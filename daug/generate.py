@@ -236,16 +236,43 @@ class _Batch:
         self.logits = out.logits[:, -1, :]
 
 
+def generate_through_forward(model, tokenizer, encoded: list[list[int]], budgets: list[int], stop: set[int],
+                             repetition_penalty: float = 1.0, progress: bool = True) -> list[str]:
+    """Greedy replies through the model's own forward pass, one prompt at a time and without a KV
+    cache: for approaches whose virtual tokens enter in that forward (`approach.changes_forward`,
+    prompt or prefix tuning), which a prefill of the plain model's cache would leave out. Every step
+    scores the whole sequence again, so it costs O(length^2): a reference path, not a fast one."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    replies = []
+    for ids, budget in tqdm(list(zip(encoded, budgets)), desc="generate", unit="prompt", disable=not progress):
+        reply: list[int] = []
+        while len(reply) < budget:
+            seq = torch.tensor([ids + reply], device=device)
+            logits = model(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=False).logits[:, -1, :]
+            token = int(penalize_repeats(logits.float(), [reply], repetition_penalty).argmax(dim=-1))
+            if token in stop:
+                break
+            reply.append(token)
+        replies.append(tokenizer.decode(reply, skip_special_tokens=True))
+    return replies
+
+
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[int], batch_size: int = 16,
              stop_ids: Sequence[int] | None = None, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, seeds: list[int] | None = None, progress: bool = True,
-             max_prompt_tokens: int | None = None, repetition_penalty: float = 1.0) -> list[str]:
+             max_prompt_tokens: int | None = None, repetition_penalty: float = 1.0,
+             approach=None) -> list[str]:
     """One generated reply per prompt, same order as `prompts` (see the module docstring).
 
     Prompts are tokenised with the tokenizer's special tokens (BOS), as `daug.chat.prompt_text`
     expects. `max_new_tokens` is one limit for all prompts or one per prompt (a row stops at its own
     limit). `max_prompt_tokens` keeps only the last N prompt tokens (the end holds the
-    generation cue), so one 10,000-character record cannot blow up a batch.
+    generation cue), so one 10,000-character record cannot blow up a batch. `approach`: the
+    fine-tuning approach that made `model` (daug/approaches/); one that changes the forward pass
+    decodes greedily through it (`generate_through_forward`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -263,6 +290,17 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
+    if approach is not None and approach.changes_forward:
+        if do_sample:
+            raise DaugError(f"generate: approach {approach.name!r} changes the forward pass; only greedy decoding "
+                            "runs through it")
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                return generate_through_forward(model, tokenizer, encoded, budgets, stop, repetition_penalty, progress)
+        finally:
+            model.train(was_training)
     decoder = _Decoder(model, tokenizer, encoded, budgets, stop, batch_size)
 
     def pick(batch):

@@ -3,14 +3,16 @@
 dvc.yaml spells the same paths with ${...} templates (DVC reads YAML, not Python);
 tests/test_paths.py resolves dvc.yaml for each profile and fails when the two disagree.
 
-One run of a per-run stage (augment, train, evaluate) is identified by (dataset, method); `_run_dir`
-and `_run_stem` are the only places that turn that key into a folder or a file-name stem. A train or
-evaluate run covers every training seed of params `train.seeds`: each seed's adapter and checkpoints
-live in a `seed-<k>` folder below the run's (`seed_dir`); the run's reports hold one row per seed.
-`BASE` names the untuned base model where a method would stand (its evaluation is the step-0 row).
+A per-run stage writes the files of one key of daug/runs.py: augment those of an `Augmentation`
+(dataset, method, size), train and evaluate those of a `Run` (all the axes). The key's `name` is
+the file stem and its `folder` the adapters' folder, so runs of today's grid keep today's paths.
+A train or evaluate run covers every training seed of params `train.seeds`: each seed's adapter and
+checkpoints live in a `seed-<k>` folder below the run's (`seed_dir`); its reports hold one row per
+seed. The untuned base model's evaluation is the run of method `BASE` (its evaluation is the step-0 row).
 
-    p = Paths.of(params)             # the profile named by params (params.DEFAULT_PROFILE if none)
-    p.adapter("zhenhuan", "rd", 0)   # models/adapters/zhenhuan/rd/seed-0
+    p = Paths.of(params)                         # the profile named by params (params.DEFAULT_PROFILE if none)
+    run = Grid.of(params).run("zhenhuan", "rd")
+    p.adapter(run, 0)                            # models/adapters/zhenhuan/rd/seed-0
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daug.params import profile_name
+from daug.runs import BASE, Augmentation, Run
 
 # The pipeline's stages in data-flow order; each runs notebooks/<stage>.ipynb.
 STAGES = ("prepare", "base_model", "augment", "train", "evaluate", "evaluate_base", "report")
@@ -25,41 +28,28 @@ NOTEBOOKS = Path("notebooks")
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 AUGMENTED = Path("data/augmented")
+ADAPTERS = Path("models/adapters")
+BASE_MODEL = Path("models/base")
+PARAMS = Path("params.yaml")
+
+# Stages that are another stage's notebook: `evaluate_base@<ds>` is the evaluate notebook run on the
+# base model's run (method BASE: no adapter to read).
+RUNS_AS = {"evaluate_base": "evaluate"}
 
 
 def notebook_source(stage: str) -> Path:
     """The committed notebook a stage runs (relative to the repository root)."""
-    return NOTEBOOKS / f"{stage_run(stage)[0]}.ipynb"
+    return NOTEBOOKS / f"{RUNS_AS.get(stage, stage)}.ipynb"
 
 
-def run_name(stage: str, dataset: str | None = None, method: str | None = None) -> str:
-    """The name of one stage run: `stage`, `stage-<dataset>` or `stage-<dataset>-<method>`."""
-    return "-".join(part for part in (stage, dataset, method) if part)
-
-
-BASE = "base"  # the untuned base model, evaluated like a method (never an augmentation method)
-
-# Stages that are another stage's notebook run on a fixed method: `evaluate_base@<ds>` is the evaluate
-# notebook with `-p method base`, writing evaluate's files for method BASE (no adapter to read).
-RUNS_AS = {"evaluate_base": ("evaluate", BASE)}
-
-
-def stage_run(stage: str, method: str | None = None) -> tuple[str, str | None]:
-    """(the stage whose notebook and file names a run of `stage` uses, the run's method)."""
-    return RUNS_AS.get(stage, (stage, method))
+def run_name(stage: str, key: str | None = None) -> str:
+    """The name of one stage run: `stage` or `stage-<key>` (key: a dataset, or a run's name)."""
+    return "-".join(part for part in (RUNS_AS.get(stage, stage), key) if part)
 
 
 def seed_dir(seed: int) -> str:
     """The folder of one training seed's adapter or checkpoints, below its run's folder."""
     return f"seed-{int(seed)}"
-
-
-def _run_dir(dataset: str, method: str) -> Path:
-    return Path(dataset) / method
-
-
-def _run_stem(dataset: str, method: str) -> str:
-    return f"{dataset}-{method}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +66,7 @@ class Paths:
     # --- shared by every profile (DVC tracks them; switching profile re-runs the stages) ---------
 
     def base_model(self) -> Path:
-        return self.root / "models" / "base"
+        return self.root / BASE_MODEL
 
     def prepared_dir(self, ds: str) -> Path:
         return self.root / PREPARED / ds
@@ -88,58 +78,58 @@ class Paths:
     def manifest(self, ds: str) -> Path:
         return self.prepared_dir(ds) / "manifest.json"
 
-    def augmented(self, ds: str, method: str) -> Path:
-        return self.root / AUGMENTED / ds / f"{method}.jsonl"
+    def augmented(self, aug: Augmentation) -> Path:
+        return self.root / AUGMENTED / aug.dataset / f"{aug.file_name}.jsonl"
 
-    def adapters(self, ds: str, method: str) -> Path:
+    def adapters(self, run: Run) -> Path:
         """The train run's output folder: one adapter per training seed below it."""
-        return self.root / "models" / "adapters" / _run_dir(ds, method)
+        return self.root / ADAPTERS / run.folder
 
-    def adapter(self, ds: str, method: str, seed: int) -> Path:
-        """One seed's LoRA adapter (standard PEFT layout: PeftModel.from_pretrained loads it)."""
-        return self.adapters(ds, method) / seed_dir(seed)
+    def adapter(self, run: Run, seed: int) -> Path:
+        """One seed's trained weights (for peft approaches the standard PEFT layout)."""
+        return self.adapters(run) / seed_dir(seed)
 
     # --- per profile -----------------------------------------------------------------------------
 
-    def runs(self, ds: str, method: str, seed: int) -> Path:
+    def runs(self, run: Run, seed: int) -> Path:
         """One seed's training checkpoints (outside DVC's outputs: a killed run resumes from here)."""
-        return self.root / "runs" / self.profile / _run_dir(ds, method) / seed_dir(seed)
+        return self.root / "runs" / self.profile / run.folder / seed_dir(seed)
 
     def reports(self, *parts: str) -> Path:
         return self.root / "reports" / self.profile / Path(*parts)
 
-    def augment_metrics(self, ds: str, method: str) -> Path:
-        return self.reports("augment", f"{_run_stem(ds, method)}.json")
+    def augment_metrics(self, aug: Augmentation) -> Path:
+        return self.reports("augment", f"{aug.name}.json")
 
-    def train_curve(self, ds: str, method: str) -> Path:
-        return self.reports("train", f"{_run_stem(ds, method)}.csv")
+    def train_curve(self, run: Run) -> Path:
+        return self.reports("train", f"{run.name}.csv")
 
-    def train_metrics(self, ds: str, method: str) -> Path:
-        return self.reports("train", f"{_run_stem(ds, method)}.json")
+    def train_metrics(self, run: Run) -> Path:
+        return self.reports("train", f"{run.name}.json")
 
-    def val_losses(self, ds: str, method: str) -> Path:
+    def val_losses(self, run: Run) -> Path:
         """Per-example validation loss of every seed at its best and at its last evaluation."""
-        return self.reports("train", f"{_run_stem(ds, method)}.val.jsonl")
+        return self.reports("train", f"{run.name}.val.jsonl")
 
-    def eval_metrics(self, ds: str, method: str) -> Path:
-        return self.reports("eval", f"{_run_stem(ds, method)}.json")
+    def eval_metrics(self, run: Run) -> Path:
+        return self.reports("eval", f"{run.name}.json")
 
-    def predictions(self, ds: str, method: str) -> Path:
+    def predictions(self, run: Run) -> Path:
         """Generated replies with their scores and degeneration flags, one line per seed x prompt."""
-        return self.reports("eval", f"{_run_stem(ds, method)}.predictions.jsonl")
+        return self.reports("eval", f"{run.name}.predictions.jsonl")
 
-    def test_losses(self, ds: str, method: str) -> Path:
+    def test_losses(self, run: Run) -> Path:
         """The primary endpoint: per-example test loss, one line per seed x test example."""
-        return self.reports("eval", f"{_run_stem(ds, method)}.losses.jsonl")
+        return self.reports("eval", f"{run.name}.losses.jsonl")
 
-    def timings(self, stage: str, ds: str, method: str) -> Path:
+    def timings(self, stage: str, key: Run | Augmentation) -> Path:
         """A stage run's wall times: not a DVC metric, so `dvc metrics diff` shows results only."""
-        return self.reports("timings", f"{stage}-{_run_stem(ds, method)}.json")
+        return self.reports("timings", f"{run_name(stage, key.name)}.json")
 
-    def notebook(self, stage: str, ds: str | None = None, method: str | None = None,
-                 suffix: str = ".ipynb") -> Path:
-        """The executed copy of a stage's notebook (suffix .ipynb) or its HTML rendering (.html)."""
-        return self.reports("notebooks", run_name(stage, ds, method) + suffix)
+    def notebook(self, stage: str, key: str | None = None, suffix: str = ".ipynb") -> Path:
+        """The executed copy of a stage's notebook (suffix .ipynb) or its HTML rendering (.html);
+        `key`: the dataset (prepare) or the run's name (augment, train, evaluate)."""
+        return self.reports("notebooks", run_name(stage, key) + suffix)
 
     def study_html(self) -> Path:
         return self.reports("study.html")
@@ -152,33 +142,33 @@ class Paths:
 
     # --- the stage table (dvc.yaml declares the same; tests/test_paths.py compares) ---------------
 
-    def stage_io(self, stage: str, ds: str | None = None, method: str | None = None) -> dict[str, list[Path]]:
-        """A stage run's data inputs, outputs, metrics and plots (code deps: daug/deps.py)."""
-        stage, method = stage_run(stage, method)
-        notebooks = [self.notebook(stage, ds, method, s) for s in (".ipynb", ".html")]
+    def stage_io(self, stage: str, key: str | Run | Augmentation | None = None) -> dict[str, list[Path]]:
+        """A stage run's data inputs, outputs, metrics and plots (code deps: daug/deps.py). `key`:
+        the dataset (prepare), the Augmentation (augment) or the Run (train, evaluate, evaluate_base)."""
+        name = key if isinstance(key, str) or key is None else key.name
+        notebooks = [self.notebook(stage, name, s) for s in (".ipynb", ".html")]
         io: dict[str, list[Path]] = {"inputs": [], "outs": [], "metrics": [], "plots": []}
         if stage == "prepare":
             # the whole raw folder: a `file:` entry's file or a `save_to_disk` dataset lives there
             io["inputs"] = [self.root / RAW]
-            io["outs"] = [self.prepared_dir(ds), *notebooks]
+            io["outs"] = [self.prepared_dir(key), *notebooks]
         elif stage == "base_model":
             io["outs"] = [self.base_model(), *notebooks]
         elif stage == "augment":
-            io["inputs"] = [self.prepared(ds, "train"), self.base_model()]
-            io["outs"] = [self.augmented(ds, method), *notebooks, self.timings(stage, ds, method)]
-            io["metrics"] = [self.augment_metrics(ds, method)]
+            io["inputs"] = [self.prepared(key.dataset, "train"), self.base_model()]
+            io["outs"] = [self.augmented(key), *notebooks, self.timings(stage, key)]
+            io["metrics"] = [self.augment_metrics(key)]
         elif stage == "train":
-            io["inputs"] = [self.augmented(ds, method), self.prepared(ds, "val"), self.base_model()]
-            io["outs"] = [self.adapters(ds, method), self.val_losses(ds, method), *notebooks,
-                          self.timings(stage, ds, method)]
-            io["metrics"] = [self.train_metrics(ds, method)]
-            io["plots"] = [self.train_curve(ds, method)]
-        elif stage == "evaluate":
-            adapters = [] if method == BASE else [self.adapters(ds, method)]  # BASE: evaluate_base@<ds>
-            io["inputs"] = [*adapters, self.base_model(), self.prepared(ds, "test"), self.prepared(ds, "val")]
-            io["outs"] = [self.test_losses(ds, method), self.predictions(ds, method), *notebooks,
-                          self.timings(stage, ds, method)]
-            io["metrics"] = [self.eval_metrics(ds, method)]
+            io["inputs"] = [self.augmented(key.augmentation), self.prepared(key.dataset, "val"), self.base_model()]
+            io["outs"] = [self.adapters(key), self.val_losses(key), *notebooks, self.timings(stage, key)]
+            io["metrics"] = [self.train_metrics(key)]
+            io["plots"] = [self.train_curve(key)]
+        elif stage in ("evaluate", "evaluate_base"):
+            adapters = [] if key.is_base else [self.adapters(key)]  # the base model: evaluate_base@<ds>
+            io["inputs"] = [*adapters, self.base_model(), self.prepared(key.dataset, "test"),
+                            self.prepared(key.dataset, "val")]
+            io["outs"] = [self.test_losses(key), self.predictions(key), *notebooks, self.timings("evaluate", key)]
+            io["metrics"] = [self.eval_metrics(key)]
         elif stage == "report":
             # whole folders: DVC then orders the report after every run that writes into them
             io["inputs"] = [self.root / PREPARED, self.root / AUGMENTED,

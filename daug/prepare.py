@@ -44,7 +44,7 @@ class PrepareConfig:
     def from_params(cls, given: dict | None = None) -> "PrepareConfig":
         from daug.params import section
 
-        merged = section({"prepare": given or {}}, "prepare", nested=("near_dup",))
+        merged = section({"prepare": given or {}}, "prepare")
         near = NearDupConfig(**merged.pop("near_dup"))
         merged["fractions"] = tuple(merged["fractions"])
         cfg = cls(near_dup=near, **merged)
@@ -383,14 +383,12 @@ def _load_split(path: str, config: str | None, split: str, revision: str | None,
 
 # --- stage and CLI --------------------------------------------------------------------------------
 
-def stage(params: dict, dataset: str | None = None, method: str | None = None) -> dict:
+def stage(params: dict, dataset: str) -> dict:
     """The prepare stage for one dataset: its raw records (params `datasets.<dataset>`, see load_raw)
-    -> the prepared folder of daug/paths.py, with params `prepare`. Returns the manifest. (`method`: unused.)"""
+    -> the prepared folder of daug/paths.py, with params `prepare`. Returns the manifest."""
     from daug.params import dataset as dataset_entry
     from daug.paths import Paths
 
-    if not dataset:
-        raise DaugError("prepare: needs a dataset (--dataset D)")
     return prepare_dataset(dataset_entry(params, dataset), Paths.of(params).prepared_dir(dataset), dataset,
                            PrepareConfig.from_params(params.get("prepare")))
 
@@ -417,7 +415,6 @@ def _print_manifest(raw, out_dir, manifest: dict) -> None:
 
 
 def run(args) -> int:
-    from daug.cli import stage_runs
     from daug.params import load
     from daug.paths import Paths
 
@@ -427,7 +424,7 @@ def run(args) -> int:
         if given:
             raise DaugError(f"{', '.join(given)}: only for the file form (prepare RAW OUT_DIR)")
         params = load(args.params)
-        for dataset, _ in stage_runs(params, args.dataset, per_method=False):
+        for dataset in [args.dataset] if args.dataset else list(params.get("datasets") or {}):
             _print_manifest(dataset, Paths.of(params).prepared_dir(dataset), stage(params, dataset))
         return 0
     if args.out_dir is None:

@@ -13,6 +13,7 @@ import pkgutil
 from typing import Any, Generic, Iterable, TypeVar
 
 from daug import DaugError
+from daug.params import type_ok
 
 T = TypeVar("T", bound=type)
 
@@ -62,17 +63,6 @@ def plugin_defaults(section: str, cls: type) -> dict:
     return dict(getattr(cls, "defaults", None) or {})
 
 
-def _type_ok(value: Any, default: Any) -> bool:
-    """`value` may replace `default`: None on either side, or the same type (an int for a float)."""
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
 def resolve_params(label: str, defaults: dict, params: dict | None) -> dict:
     """`defaults` merged with `params`, checked; `label` names the owner in errors ("method 'rd'").
 
@@ -86,7 +76,7 @@ def resolve_params(label: str, defaults: dict, params: dict | None) -> dict:
     merged = {**defaults, **params}
     for key, value in merged.items():
         default = defaults[key]
-        if not _type_ok(value, default):
+        if not type_ok(value, default):
             raise DaugError(f"{label}: parameter {key!r} must be {type(default).__name__}, got {value!r}")
         if isinstance(default, float) and isinstance(value, int):
             merged[key] = float(value)

@@ -41,6 +41,44 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 MEAN_METRICS = ROUGE_TYPES + ("chrf",)  # corpus score = mean of the per-example scores
 METRICS = ("bleu",) + MEAN_METRICS
 
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What scoring, `daug compare` and the report need to know of a metric: the one home."""
+    name: str
+    label: str
+    higher_is_better: bool
+    range: tuple[float, float]
+
+
+# Scores are on 0-100 (sacrebleu's and rouge-score's F1 x 100) and better high; losses (nats per
+# reply token) are better low. `info` answers for any *_loss field too.
+METRIC_INFO = {m.name: m for m in (
+    MetricInfo("bleu", "BLEU", True, (0.0, 100.0)),
+    MetricInfo("rouge1", "ROUGE-1", True, (0.0, 100.0)),
+    MetricInfo("rouge2", "ROUGE-2", True, (0.0, 100.0)),
+    MetricInfo("rougeL", "ROUGE-L", True, (0.0, 100.0)),
+    MetricInfo("chrf", "chrF", True, (0.0, 100.0)),
+    MetricInfo("loss", "loss (nats/token)", False, (0.0, float("inf"))),
+    MetricInfo("test_loss", "test loss (nats/token, lower is better)", False, (0.0, float("inf"))),
+)}
+
+
+def info(metric: str) -> MetricInfo:
+    """The metric's metadata; any other `*_loss` field is a loss (lower is better), anything else a score."""
+    if metric in METRIC_INFO:
+        return METRIC_INFO[metric]
+    if metric.endswith("_loss"):
+        return MetricInfo(metric, metric.replace("_", " ") + " (nats/token)", False, (0.0, float("inf")))
+    return MetricInfo(metric, metric, True, (float("-inf"), float("inf")))
+
+
+def higher_is_better(metric: str) -> bool:
+    return info(metric).higher_is_better
+
+
+METRIC_LABELS = {m: METRIC_INFO[m].label for m in METRICS}
+
 # CJK ideographs (+ extensions and compatibility), kana, Hangul syllables: one token per character.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"
 _CHAR_TOKEN = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+")

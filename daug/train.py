@@ -1,11 +1,13 @@
-"""Train stage: fine-tune LoRA adapters for a dataset x augmentation method, one per training seed.
+"""Train stage: fine-tune one run of the grid (daug/runs.py), one set of weights per training seed.
 
-Reads every record of the augmented file (originals and augmented) and the first
+A run names its dataset, augmentation, fine-tuning approach (daug/approaches/: LoRA on q/v by
+default), training-set size and schedule (`schedules.<name>`: overrides of `train`). Reads every
+record of the run's augmented file (originals and augmented) and the first
 `train.val_examples` records of the prepared val split, and trains, for each seed of `train.seeds`
-in this one process (tokenizer and data loaded once; a fresh base model + LoRA per seed), for the
+in this one process (tokenizer and data loaded once; a fresh base model + approach per seed), for the
 `train.steps` that every method shares (early stopping with `train.patience` may end sooner; `null`:
-never), keeping the best evaluated state (daug/training/loop.py). Writes each seed's adapter
-(PEFT safetensors + README.md model card), and per run the loss log (seed,step,split,loss; split =
+never), keeping the best evaluated state (daug/training/loop.py). Writes each seed's weights
+(the approach's format: PEFT safetensors for peft approaches + README.md model card), and per run the loss log (seed,step,split,loss; split =
 train|val), the summary metrics per seed (best and stopping step, passes over the originals and
 over the augmentations, ...), each validation example's loss at the best and at the last
 evaluation and, apart from them, the run's timings; every path is named in daug/paths.py.
@@ -40,13 +42,17 @@ def code() -> list[Path]:
     return deps.files(deps.stage_closure("train"))
 
 
-def paths(params: dict, dataset: str, method: str) -> dict[str, Path]:
+def paths(params: dict, run) -> dict[str, Path]:
     """Where the stage reads and writes (daug/paths.py); `out` and `runs` hold one folder per seed."""
     p = Paths.of(params)
-    return {"data": p.augmented(dataset, method), "val": p.prepared(dataset, "val"), "base": p.base_model(),
-            "out": p.adapters(dataset, method), "csv": p.train_curve(dataset, method),
-            "json": p.train_metrics(dataset, method), "val_losses": p.val_losses(dataset, method),
-            "timings": p.timings("train", dataset, method), "runs": p.runs(dataset, method, 0).parent}
+    return {"data": p.augmented(run.augmentation), "val": p.prepared(run.dataset, "val"), "base": p.base_model(),
+            "out": p.adapters(run), "csv": p.train_curve(run), "json": p.train_metrics(run),
+            "val_losses": p.val_losses(run), "timings": p.timings("train", run), "runs": p.runs(run, 0).parent}
+
+
+# The stage's path options: stage() keywords, CLI flags (--report-csv ...), and the paths() key of each.
+PATH_OPTIONS = {"data": "data", "val": "val", "out": "out", "base": "base", "runs": "runs", "report_csv": "csv",
+                "report_json": "json", "report_val": "val_losses", "report_timings": "timings"}
 
 
 def _file_digest(path: Path) -> str:
@@ -54,14 +60,15 @@ def _file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fingerprint(params: dict, dataset: str, seed: int, files: list[Path], base: Path, world: int) -> str:
-    """Everything one seed's adapter depends on: params, the seed, data, base model, training code,
-    processes (not the other seeds: adding a seed keeps the finished ones' checkpoints)."""
+def fingerprint(params: dict, run, train: dict, approach, seed: int, files: list[Path], base: Path, world: int) -> str:
+    """Everything one seed's weights depend on: params (the run's train section and approach), the
+    seed, data, base model, training code, processes (not the other seeds: adding a seed keeps the
+    finished ones' checkpoints)."""
     base_files = sorted(p for p in Path(base).rglob("*") if p.is_file())
-    train = {k: v for k, v in (params.get("train") or {}).items() if k != "seeds"}
+    train = {k: v for k, v in train.items() if k != "seeds"}
     return format(stable_hash(
-        {"model": params.get("model"), "train": train, "lora": params.get("lora"), "seed": seed},
-        params["datasets"][dataset].get("system_prompt"),
+        {"model": params.get("model"), "train": train, "approach": [approach.name, approach.params], "seed": seed},
+        params["datasets"][run.dataset].get("system_prompt"),
         [_file_digest(Path(f)) for f in files],
         {str(p.relative_to(base)): _file_digest(p) for p in base_files},
         [_file_digest(p) for p in code()], world), "016x")
@@ -132,57 +139,60 @@ def timings(progress: dict) -> dict:
             "tokens_per_second": round(progress["tokens"] / seconds, 1) if seconds else None}
 
 
-def model_card(params: dict, dataset: str, method: str, base: Path, summary: dict) -> str:
+def model_card(params: dict, run, train: dict, approach, base: Path, summary: dict) -> str:
     from daug.basemodel import resolve
     from daug.io import dumps
 
     layout = Paths.of(params)  # the card names the stage's own paths (relative to the repository)
-    seed = summary["seed"]
+    seed, dataset, method = summary["seed"], run.dataset, run.method
     metrics = {k: summary[k] for k in ("seed", "best_step", "stop_step", "max_steps", "stopped_early", "examples",
                                        "truncated", "dropped", "passes_original_best", "passes_augmented_best",
                                        "val_loss_initial", "val_loss_best", "val_loss_final")}
     rows = "".join(f"| {k} | {round(v, 4) if isinstance(v, float) else v} |\n" for k, v in metrics.items())
+    tags = ", ".join([*approach.card_tags(), "daug", dataset, method])
+    card_params = {"seed": params.get("seed"), "model": params.get("model"), "train": train,
+                   "approach": {approach.name: approach.params}}
     return (
-        f"---\nlibrary_name: peft\nbase_model: {resolve(base)}\ntags: [lora, daug, {dataset}, {method}]\n---\n\n"
-        f"# LoRA adapter: {dataset} / {method}\n\n"
-        f"Trained by the daug `train` stage (profile `{params.get('profile')}`) on "
-        f"`{layout.augmented(dataset, method).as_posix()}`: the {dataset} training split augmented with `{method}`. "
+        f"---\nlibrary_name: {approach.library}\nbase_model: {resolve(base)}\ntags: [{tags}]\n---\n\n"
+        f"# {approach.name} weights: {run.name}\n\n"
+        f"Trained by the daug `train` stage (profile `{params.get('profile')}`, run `{run.name}`) on "
+        f"`{layout.augmented(run.augmentation).as_posix()}`: the {dataset} training split augmented with `{method}`. "
         f"Character: {params['datasets'][dataset].get('character')}; system prompt: "
         f"\"{params['datasets'][dataset].get('system_prompt')}\". Loss on reply tokens only.\n\n"
         f"Base model: `{resolve(base)}` ({params['model'].get('source')}).\n\n"
-        "Load it with:\n\n```python\nfrom peft import PeftModel\nfrom daug.basemodel import load_model\n"
-        f"model = PeftModel.from_pretrained(load_model(\"{layout.base_model().as_posix()}\"), "
-        f"\"{layout.adapter(dataset, method, seed).as_posix()}\")\n```\n\n"
+        "Load it with:\n\n```python\nfrom daug.approaches import get_approach\nfrom daug.basemodel import load_model\n"
+        f"model = get_approach(\"{approach.name}\", {approach.params!r}).load(load_model(\"{layout.base_model().as_posix()}\"), "
+        f"\"{layout.adapter(run, seed).as_posix()}\")\n```\n\n"
         f"The weights are those of the best validation loss (step {summary['best_step']} of at most "
         f"{summary['max_steps']}; training seed {seed}).\n\n"
-        f"## Params\n\n```json\n{dumps({k: params.get(k) for k in ('seed', 'model', 'train', 'lora')}, indent=2)}\n```\n\n"
+        f"## Params\n\n```json\n{dumps(card_params, indent=2)}\n```\n\n"
         f"## Metrics (loss per reply token)\n\n| metric | value |\n|---|---|\n{rows}"
     )
 
 
-def stage(params: dict, dataset: str | None = None, method: str | None = None, *, data: str | Path | None = None,
-          val: str | Path | None = None, out: str | Path | None = None, base: str | Path | None = None,
-          runs: str | Path | None = None, report_csv: str | Path | None = None,
-          report_json: str | Path | None = None, report_val: str | Path | None = None,
-          report_timings: str | Path | None = None) -> dict:
-    """Run the train stage for one dataset x method, every seed of `train.seeds`; paths default to
-    daug/paths.py (the keyword arguments override them; `out` and `runs` get a seed-<k> folder per
-    seed). Returns the metrics file's content ({"seed-0": {...}, ...}; all ranks), with the
-    timings under `timings`."""
+def stage(params: dict, run, **overrides) -> dict:
+    """Run the train stage for one run (a daug.runs.Run, or its name), every seed of `train.seeds`;
+    paths default to daug/paths.py (keywords of PATH_OPTIONS override them; `out` and `runs` get a
+    seed-<k> folder per seed). Returns the metrics file's content ({"seed-0": {...}, ...}; all
+    ranks), with the timings under `timings`."""
     import torch
 
+    from daug.approaches import from_params as approach_of
     from daug.basemodel import load_tokenizer
     from daug.params import dataset as dataset_entry
-    from daug.training.loop import TrainConfig, device_for, dist_info, lora_model, schedule, train_loop
+    from daug.runs import lookup, train_params
+    from daug.training.loop import TrainConfig, device_for, dist_info, schedule, train_loop, trainable_model
 
-    if not dataset or not method:
-        raise DaugError("train: needs a dataset and a method (--dataset D --method M)")
-    p = paths(params, dataset, method)
-    given = {"data": data, "val": val, "out": out, "base": base, "runs": runs, "csv": report_csv, "json": report_json,
-             "val_losses": report_val, "timings": report_timings}
-    p.update({k: Path(v) for k, v in given.items() if v is not None})
-    cfg = TrainConfig.from_params(params.get("train") or {})
-    ds = dataset_entry(params, dataset)
+    run = lookup(params, run) if isinstance(run, str) else run
+    unknown = sorted(set(overrides) - set(PATH_OPTIONS))
+    if unknown:
+        raise DaugError(f"train.stage: unknown path option(s) {', '.join(unknown)}; known: {', '.join(PATH_OPTIONS)}")
+    p = paths(params, run)
+    p.update({PATH_OPTIONS[k]: Path(v) for k, v in overrides.items() if v is not None})
+    train_section = train_params(params, run)
+    cfg = TrainConfig.from_params(train_section)
+    approach = approach_of(params, run.approach)
+    ds = dataset_entry(params, run.dataset)
     rank, world = dist_info()
     device = device_for(rank)
 
@@ -196,19 +206,20 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
     if not val_enc.examples:
         raise DaugError(f"{p['val']}: no validation example to stop on (train.val_examples {cfg.val_examples})")
     if rank == 0:
-        print(f"train: {len(records)} records -> {len(train.examples)} examples ({train.truncated} truncated, "
-              f"{len(train.dropped)} dropped: prompt alone >= max_length {cfg.max_length}); "
-              f"val: {len(val_enc.examples)} examples; seeds {cfg.seeds}; {world} process(es)")
+        print(f"train {run.name} ({approach.name}): {len(records)} records -> {len(train.examples)} examples "
+              f"({train.truncated} truncated, {len(train.dropped)} dropped: prompt alone >= max_length "
+              f"{cfg.max_length}); val: {len(val_enc.examples)} examples; seeds {cfg.seeds}; {world} process(es)")
         if train.dropped:
             print(f"dropped ids: {', '.join(train.dropped[:20])}{' ...' if len(train.dropped) > 20 else ''}")
 
-    trainable_tokens = list(params["lora"].get("trainable_tokens") or [])
+    trainable_tokens = list(cfg.trainable_tokens or [])
     summaries, logs, rows, times = {}, {}, [], {}
     for seed in cfg.seeds:
-        fp = fingerprint(params, dataset, seed, [p["data"], p["val"]], p["base"], world)
-        model = lora_model(p["base"], params["model"], params["lora"], seed, cfg.precision, device, tokenizer)
+        fp = fingerprint(params, run, train_section, approach, seed, [p["data"], p["val"]], p["base"], world)
+        model = trainable_model(p["base"], params["model"], approach, trainable_tokens, seed, cfg.precision, device,
+                                tokenizer)
         progress = train_loop(model, tokenizer, train, val_enc, cfg, seed, p["runs"] / seed_dir(seed), fp,
-                              rank, world, device)  # returns with the best state loaded
+                              rank, world, device, approach)  # returns with the best state loaded
         summary = summarize(progress, seed, schedule(train, cfg, seed), train, val_enc, records, cfg,
                             trainable_tokens, world)
         key = seed_dir(seed)
@@ -216,8 +227,8 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
         rows += val_rows(seed, val_enc, progress)
         if rank == 0:
             adapter = p["out"] / key
-            model.save_pretrained(adapter, safe_serialization=True)
-            atomic_write_text(adapter / "README.md", model_card(params, dataset, method, p["base"], summary))
+            approach.save(model, adapter)
+            atomic_write_text(adapter / "README.md", model_card(params, run, train_section, approach, p["base"], summary))
             print(f"seed {seed}: best val loss {summary['val_loss_best']:.4f} at step {summary['best_step']}, "
                   f"stopped at {summary['stop_step']} of {cfg.steps}")
         del model
@@ -238,38 +249,37 @@ def stage(params: dict, dataset: str | None = None, method: str | None = None, *
 
 def add_arguments(parser) -> None:
     from daug.cli import stage_arguments
+    from daug.paths import ADAPTERS, AUGMENTED, BASE_MODEL, PREPARED
 
-    stage_arguments(parser, dataset=True, method=True)
-    parser.add_argument("--data", help="training records (default: data/augmented/DATASET/METHOD.jsonl)")
-    parser.add_argument("--val", help="validation records (default: data/prepared/DATASET/val.jsonl)")
-    parser.add_argument("--base", help="base model dir (default: models/base)")
-    parser.add_argument("--out", help="adapters dir, one seed-<k> folder per training seed (default: models/adapters/DATASET/METHOD)")
-    parser.add_argument("--runs", help="checkpoints dir, one seed-<k> folder per training seed (default: runs/PROFILE/DATASET/METHOD)")
-    parser.add_argument("--report-csv", help="loss log (default: reports/PROFILE/train/DATASET-METHOD.csv)")
-    parser.add_argument("--report-json", help="summary (default: reports/PROFILE/train/DATASET-METHOD.json)")
-    parser.add_argument("--report-val", help="per-example val losses (default: reports/PROFILE/train/DATASET-METHOD.val.jsonl)")
-    parser.add_argument("--report-timings", help="timings (default: reports/PROFILE/timings/train-DATASET-METHOD.json)")
+    stage_arguments(parser, run=True)
+    p = "reports/PROFILE/train/RUN"  # Paths.train_* with the run's name for RUN
+    helps = {"data": f"training records (default: {AUGMENTED}/DATASET/<augmentation>.jsonl)",
+             "val": f"validation records (default: {PREPARED}/DATASET/val.jsonl)",
+             "base": f"base model dir (default: {BASE_MODEL})",
+             "out": f"weights dir, one seed-<k> folder per training seed (default: {ADAPTERS}/<run folder>)",
+             "runs": "checkpoints dir, one seed-<k> folder per training seed (default: runs/PROFILE/<run folder>)",
+             "report_csv": f"loss log (default: {p}.csv)", "report_json": f"summary metrics (default: {p}.json)",
+             "report_val": f"per-example val losses (default: {p}.val.jsonl)",
+             "report_timings": "timings (default: reports/PROFILE/timings/train-RUN.json)"}
+    for name in PATH_OPTIONS:
+        parser.add_argument(f"--{name.replace('_', '-')}", help=helps[name])
 
 
 def run(args) -> int:
     import os
 
-    from daug.cli import stage_runs
+    from daug.cli import path_overrides, stage_runs
     from daug.params import load
 
     params = load(args.params)
-    overrides = {"data": args.data, "val": args.val, "out": args.out, "base": args.base, "runs": args.runs,
-                 "report_csv": args.report_csv, "report_json": args.report_json, "report_val": args.report_val,
-                 "report_timings": args.report_timings}
-    runs = stage_runs(params, args.dataset, args.method)
-    if len(runs) > 1 and any(v is not None for v in overrides.values()):
-        raise DaugError("path options (--data, --out, ...) name one run's files: give --dataset and --method")
-    for dataset, method in runs:
-        result = stage(params, dataset, method, **overrides)
+    runs = stage_runs(params, args)
+    overrides = path_overrides(args, tuple(PATH_OPTIONS), runs)
+    for one in runs:
+        result = stage(params, one, **overrides)
         if int(os.environ.get("RANK", "0")) == 0:
             for key, summary in result.items():
                 if key != "timings":
-                    print(f"trained {dataset}/{method} {key}: val loss {summary['val_loss_initial']:.4f} -> "
+                    print(f"trained {one.name} {key}: val loss {summary['val_loss_initial']:.4f} -> "
                           f"{summary['val_loss_best']:.4f} (best, step {summary['best_step']}; stopped at "
                           f"{summary['stop_step']}), {result['timings'][key]['seconds']} s")
     return 0

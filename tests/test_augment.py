@@ -329,7 +329,7 @@ def test_cli_reports_a_missing_input(tmp_path, capsys):
 def test_stage_writes_the_dvc_outputs(tmp_path, monkeypatch, smoke_params, records):
     monkeypatch.chdir(tmp_path)
     write_jsonl("data/prepared/zhenhuan/train.jsonl", records)
-    doc = stage(smoke_params, "zhenhuan", "rd", progress=False)
+    doc = stage(smoke_params, "zhenhuan-rd", progress=False)
     out = read_records("data/augmented/zhenhuan/rd.jsonl")
     n = smoke_params["augment"]["max_records"]
     assert len(out) == 2 * n and doc["counts"]["n_source"] == n
@@ -341,5 +341,5 @@ def test_stage_writes_the_dvc_outputs(tmp_path, monkeypatch, smoke_params, recor
     timings = json.loads((tmp_path / "reports/smoke/timings/augment-zhenhuan-rd.json").read_text(encoding="utf-8"))
     assert timings == doc["timings"] and timings["seconds"] >= 0
     assert metrics["counts"]["n_unchanged"] == sum(r["unchanged"] for r in out)
-    with pytest.raises(DaugError, match="not in augment.methods"):
-        stage({**smoke_params, "augment": {**smoke_params["augment"], "methods": ["none"]}}, "zhenhuan", "ri")
+    with pytest.raises(DaugError, match=r"no augmentation 'zhenhuan-ri' in params \(those of study 'paper': zhenhuan-none, "):
+        stage(smoke_params, "zhenhuan-ri")

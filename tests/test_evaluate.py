@@ -15,13 +15,16 @@ from daug import DaugError, degeneration
 from daug.cli import main
 from daug.evaluate import config, load, prompts, stage, stop_ids
 from daug.io import read_records, write_jsonl
+from daug.approaches import get_approach
 from daug.paths import BASE
+from daug.runs import Grid
 from tests.conftest import REPO
 
 DATASET, METHOD, SEEDS = "zhenhuan", "rd", [0, 1]
 N_GEN, N_LOSS = 5, 6
 FLAG_FIELDS = set(degeneration.FLAGS)
 SCORES = {"bleu", "rouge1", "rouge2", "rougeL", "chrf"}
+LORA_QV = get_approach("lora-qv")
 
 
 def _end_of_turn(tokenizer) -> int:
@@ -67,7 +70,7 @@ def _fp32(smoke_params, seeds=SEEDS):
 
 
 def _stage(params, layout, tiny_model_dir, out, method=METHOD):
-    return stage(params, DATASET, method, base=tiny_model_dir, adapter=layout / "adapters" / DATASET / METHOD,
+    return stage(params, Grid.of(params).run(DATASET, method), base=tiny_model_dir, adapter=layout / "adapters" / DATASET / METHOD,
                  test=layout / "data" / DATASET / "test.jsonl", val=layout / "data" / DATASET / "val.jsonl",
                  out_dir=layout / out, timings=layout / out / "timings.json", progress=False)
 
@@ -94,7 +97,7 @@ def fp32_run(layout, tiny_model_dir, smoke_params, tmp_path_factory):
                      "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(layout / "out"),
                      "--timings", str(layout / "out" / "timings.json")])
     assert code == 0
-    assert out.getvalue().startswith(f"{DATASET}/{METHOD} seed-0: test_loss ")
+    assert out.getvalue().startswith(f"{DATASET}-{METHOD} seed-0: test_loss ")
     files = _files(layout, "out")
     return params, {k: json.loads(f.read_text(encoding="utf-8")) if k == "metrics" else read_records(f)
                     for k, f in files.items()}
@@ -163,7 +166,7 @@ def test_merging_keeps_the_trained_end_of_turn_row_in_embedding_and_tied_head(la
     adapter = layout / "adapters" / DATASET / METHOD / "seed-0"
     delta = next(w for n, w in load_file(adapter / "adapter_model.safetensors").items() if "trainable_tokens" in n)
     original = load_model(tiny_model_dir)
-    model, _ = load(tiny_model_dir, adapter)
+    model, _ = load(tiny_model_dir, adapter, approach=LORA_QV)
     embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     assert not any("lora" in n or "token_adapter" in n for n, _ in model.named_parameters())  # a plain model
     assert (embedding[eot] - original.get_input_embeddings().weight[eot]).abs().max() > 0.1
@@ -242,9 +245,11 @@ def test_same_params_same_bytes(fp32_run, layout, tiny_model_dir):
 
 
 def test_bad_input_and_missing_adapters_are_clear_errors(layout, tiny_model_dir, smoke_params, tmp_path):
-    with pytest.raises(DaugError, match=r"paimon/rd: no LoRA adapter here .*run the train stage"):
-        load(tiny_model_dir, layout / "adapters" / "paimon" / "rd")
-    with pytest.raises(DaugError, match=r"rd/seed-2: no LoRA adapter here .*train.seeds = \[0, 2\]"):
+    with pytest.raises(DaugError, match=r"paimon/rd: no lora-qv weights here .*run the train stage"):
+        load(tiny_model_dir, layout / "adapters" / "paimon" / "rd", approach=LORA_QV)
+    with pytest.raises(DaugError, match=r"needs their approach"):
+        load(tiny_model_dir, layout / "adapters" / DATASET / METHOD / "seed-0")
+    with pytest.raises(DaugError, match=r"rd/seed-2: no lora-qv weights here .*train.seeds = \[0, 2\]"):
         _stage(_fp32(smoke_params, seeds=[0, 2]), layout, tiny_model_dir, "missing")
     with pytest.raises(DaugError, match=r"train.seeds: .*expected a list of distinct integers >= 0"):
         _stage(_fp32(smoke_params, seeds=[]), layout, tiny_model_dir, "missing")
@@ -252,13 +257,13 @@ def test_bad_input_and_missing_adapters_are_clear_errors(layout, tiny_model_dir,
     bad[7]["output"] = 3
     write_jsonl(tmp_path / "test.jsonl", bad)
     with pytest.raises(DaugError, match=r"test.jsonl: record 8"):
-        stage(_fp32(smoke_params), DATASET, METHOD, base=tiny_model_dir, test=tmp_path / "test.jsonl",
+        stage(_fp32(smoke_params), Grid.of(smoke_params).run(DATASET, METHOD), base=tiny_model_dir, test=tmp_path / "test.jsonl",
               adapter=layout / "adapters" / DATASET / METHOD, out_dir=tmp_path, progress=False)
     with pytest.raises(DaugError, match="max_new_tokens must be a positive integer"):
         config(_params(smoke_params, max_new_tokens=0))
     with pytest.raises(DaugError, match="loss_examples must be a non-negative integer or null"):
         config(_params(smoke_params, loss_examples=-1))
-    with pytest.raises(DaugError, match="unknown key.*max_exmaples"):
+    with pytest.raises(DaugError, match=r"evaluate.max_exmaples: unknown key; known: "):
         config(_params(smoke_params, max_exmaples=3))
     with pytest.raises(DaugError, match="dtype must be null .* got 'fp8'"):
         config(_params(smoke_params, dtype="fp8"))
@@ -267,6 +272,7 @@ def test_bad_input_and_missing_adapters_are_clear_errors(layout, tiny_model_dir,
 def test_load_merges_the_adapter_and_casts_to_the_evaluation_dtype(layout, tiny_model_dir):
     import torch
 
-    model, _ = load(tiny_model_dir, layout / "adapters" / DATASET / METHOD / "seed-0", dtype="bfloat16")
+    model, _ = load(tiny_model_dir, layout / "adapters" / DATASET / METHOD / "seed-0", dtype="bfloat16",
+                    approach=LORA_QV)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not any("lora" in name for name, _ in model.named_parameters())  # merged: a plain model

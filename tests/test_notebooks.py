@@ -43,3 +43,18 @@ def test_every_dvc_stage_notebook_exists():
         body = stage.get("do", stage)
         nb = body["cmd"].split()[4]
         assert (REPO / nb).exists(), f"stage {name} runs missing {nb}"
+
+
+def test_the_html_rendering_carries_no_copy_of_jupyterlab_s_stylesheet(tmp_path):
+    """A committed run writes ~60 HTML renderings: each would inline JupyterLab's ~250 KB stylesheet."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    from daug.notebook import html_exporter
+
+    nb = new_notebook(cells=[new_markdown_cell("# Title"), new_code_cell(
+        "print('你好')", outputs=[new_output("stream", name="stdout", text="你好\n")], execution_count=1)])
+    html, _ = html_exporter().from_notebook_node(nbformat.from_dict(nb))
+    assert len(html.encode("utf-8")) < 20_000, len(html)  # JupyterLab's stylesheet alone is ~250 KB
+    assert "--jp-layout-color0" not in html and "require.js" not in html and "mathjax" not in html.lower()
+    assert "你好" in html and "<style" in html and 'class="highlight' in html  # readable, code still coloured

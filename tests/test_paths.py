@@ -11,29 +11,35 @@ from pathlib import Path
 import pytest
 
 from daug.params import profiles, write_profile
-from daug.paths import BASE, STAGES, Paths, notebook_source, run_name, stage_run
+from daug.paths import BASE, STAGES, Paths, notebook_source, run_name
+from daug.runs import Grid, active_runs
 from tests.conftest import REPO
 
 
-def resolved_stages(profile: str, tmp: Path) -> tuple[dict, dict]:
+def resolved_stages(profile: str, tmp: Path, study: str | None = None, params_dir: Path = REPO / "params") -> tuple[dict, dict]:
     """({stage name: DVC stage}, params) of dvc.yaml resolved for `profile`, in a scratch DVC repo."""
     from dvc.repo import Repo
 
     shutil.copy(REPO / "dvc.yaml", tmp / "dvc.yaml")
-    params = write_profile(profile, REPO / "params", tmp / "params.yaml")
+    params = write_profile(profile, params_dir, tmp / "params.yaml", study=study)
     Repo.init(str(tmp), no_scm=True)
     with Repo(str(tmp)) as repo:
         return {s.name: s for s in repo.index.stages}, params
 
 
-def runs(stage: str, params: dict) -> list[tuple[str, str | None, str | None]]:
-    """(dvc stage name, dataset, method) of every run of `stage`."""
-    datasets, methods = list(params["datasets"]), params["augment"]["methods"]
+def runs(stage: str, params: dict) -> list[tuple[str, object]]:
+    """(dvc stage name, the key daug/paths.py takes) of every run of `stage`."""
+    grid = Grid.of(params)
     if stage in ("base_model", "report"):
-        return [(stage, None, None)]
-    if stage in ("prepare", "evaluate_base"):
-        return [(f"{stage}@{d}", d, None) for d in datasets]
-    return [(f"{stage}@{d}-{m}", d, m) for d in datasets for m in methods]
+        return [(stage, None)]
+    if stage == "prepare":
+        return [(f"{stage}@{d}", d) for d in params["datasets"]]
+    if stage == "evaluate_base":
+        return [(f"{stage}@{d}", grid.base(d)) for d in params["datasets"]]
+    if stage == "augment":
+        augs = {r.augmentation.name: r.augmentation for r in active_runs(params)}
+        return [(f"{stage}@{name}", aug) for name, aug in augs.items()]
+    return [(f"{stage}@{r.name}", r) for r in active_runs(params)]
 
 
 def declared(stage) -> dict[str, list[Path]]:
@@ -50,27 +56,61 @@ def declared(stage) -> dict[str, list[Path]]:
     }
 
 
-@pytest.mark.parametrize("profile", profiles(REPO / "params"))
-def test_dvc_yaml_declares_exactly_the_paths_of_daug_paths(profile, tmp_path):
-    stages, params = resolved_stages(profile, tmp_path)
+def check_stages(stages: dict, params: dict, label: str) -> None:
     paths = Paths.of(params)
     expected_names = set()
     for stage in STAGES:
-        for name, ds, method in runs(stage, params):
+        for name, key in runs(stage, params):
             expected_names.add(name)
-            assert name in stages, f"dvc.yaml ({profile}) has no stage {name}"
-            want = paths.stage_io(stage, ds, method)
+            assert name in stages, f"dvc.yaml ({label}) has no stage {name}"
+            want = paths.stage_io(stage, key)
             got = declared(stages[name])
             for kind in want:
                 assert sorted(got[kind]) == sorted(want[kind]), (
-                    f"{profile} {name} {kind}: dvc.yaml has {sorted(map(str, got[kind]))}, "
+                    f"{label} {name} {kind}: dvc.yaml has {sorted(map(str, got[kind]))}, "
                     f"daug/paths.py says {sorted(map(str, want[kind]))}")
             body = stages[name].cmd.split()
             assert body[:4] == ["python", "-m", "daug", "notebook"]
             assert body[4] == notebook_source(stage).as_posix()
-            nb_stage, nb_method = stage_run(stage, method)  # evaluate_base runs evaluate on BASE
-            assert body[5] == paths.notebook(nb_stage, ds, nb_method).as_posix()
+            key_name = key if isinstance(key, str) or key is None else key.name
+            assert body[5] == paths.notebook(stage, key_name).as_posix()
+            if stage not in ("prepare", "base_model", "report"):
+                assert body[6:] == ["-p", "run", key_name]  # the notebook looks its run up by name
     assert set(stages) == expected_names
+
+
+@pytest.mark.parametrize("profile", profiles(REPO / "params"))
+def test_dvc_yaml_declares_exactly_the_paths_of_daug_paths(profile, tmp_path):
+    stages, params = resolved_stages(profile, tmp_path)
+    check_stages(stages, params, profile)
+
+
+def test_a_run_off_the_default_axes_has_its_own_paths_and_stages(tmp_path):
+    """A study with another approach and size: its runs resolve (through DVC's own API) to stages and
+    paths of their own, named by every axis; the shared `none` cell of the default grid is one run."""
+    import yaml
+
+    params_dir = tmp_path / "params"
+    shutil.copytree(REPO / "params", params_dir)
+    smoke = yaml.safe_load((params_dir / "smoke.yaml").read_text(encoding="utf-8"))
+    smoke["approaches"] = {"lora-all": {"r": 4, "alpha": 8, "dropout": 0.0,
+                                        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}}
+    smoke["schedules"] = {"long": {"steps": 12}}
+    smoke["studies"]["wide"] = {"datasets": ["zhenhuan"], "methods": ["none", "rd"], "approaches": ["lora-qv", "lora-all"],
+                                "sizes": [None, 4], "schedules": ["default", "long"]}
+    (params_dir / "smoke.yaml").write_text(yaml.safe_dump(smoke, allow_unicode=True), encoding="utf-8")
+    (tmp_path / "dvc").mkdir()
+    stages, params = resolved_stages("smoke", tmp_path / "dvc", study="paper,wide", params_dir=params_dir)
+    check_stages(stages, params, "smoke, studies paper + wide")
+    names = {r.name for r in active_runs(params)}
+    assert "zhenhuan-none" in names and "zhenhuan-rd-lora-all-n4-long" in names
+    assert len(names) == 10 + 2 * 2 * 2 * 2 - 2  # paper's 10, wide's 16, the two default cells shared
+    run = Grid.of(params).run("zhenhuan", "rd", "lora-all", 4, "long")
+    p = Paths.of(params)
+    assert p.adapters(run) == Path("models/adapters/zhenhuan/rd-lora-all-n4-long")
+    assert p.augmented(run.augmentation) == Path("data/augmented/zhenhuan/rd-n4.jsonl")  # approach, schedule: no new data
+    assert stages["train@zhenhuan-rd-lora-all-n4-long"].deps[0].def_path == "notebooks/train.ipynb"
+    assert "augment@zhenhuan-rd-n4" in stages and "augment@zhenhuan-rd-lora-all-n4" not in stages
 
 
 def test_timings_are_outs_never_metrics(tmp_path):
@@ -81,27 +121,29 @@ def test_timings_are_outs_never_metrics(tmp_path):
                 assert not out.metric and not out.plot and not out.use_cache, out.def_path
 
 
-def test_a_run_is_named_once():
+def test_a_run_is_named_once(smoke_params):
     p = Paths("smoke")
-    assert run_name("augment", "zhenhuan", "rd") == "augment-zhenhuan-rd"
-    assert p.notebook("augment", "zhenhuan", "rd", ".html") == Path("reports/smoke/notebooks/augment-zhenhuan-rd.html")
-    assert p.adapters("zhenhuan", "rd") == Path("models/adapters/zhenhuan/rd")
-    assert p.adapter("zhenhuan", "rd", 1) == Path("models/adapters/zhenhuan/rd/seed-1")
-    assert p.runs("zhenhuan", "rd", 0) == Path("runs/smoke/zhenhuan/rd/seed-0")
-    assert Paths("cpu", Path("/x")).eval_metrics("paimon", "bt") == Path("/x/reports/cpu/eval/paimon-bt.json")
+    run = Grid.of(smoke_params).run("zhenhuan", "rd")
+    assert run.name == "zhenhuan-rd" and run_name("augment", run.augmentation.name) == "augment-zhenhuan-rd"
+    assert p.notebook("augment", run.augmentation.name, ".html") == Path("reports/smoke/notebooks/augment-zhenhuan-rd.html")
+    assert p.adapters(run) == Path("models/adapters/zhenhuan/rd")
+    assert p.adapter(run, 1) == Path("models/adapters/zhenhuan/rd/seed-1")
+    assert p.runs(run, 0) == Path("runs/smoke/zhenhuan/rd/seed-0")
+    assert Paths("cpu", Path("/x")).eval_metrics(Grid.of(smoke_params).run("paimon", "bt")) == Path("/x/reports/cpu/eval/paimon-bt.json")
 
 
-def test_the_base_model_is_evaluated_like_a_method_without_an_adapter():
-    p = Paths("cpu")
-    base, method = p.stage_io("evaluate_base", "paimon"), p.stage_io("evaluate", "paimon", "rd")
+def test_the_base_model_is_evaluated_like_a_method_without_an_adapter(smoke_params):
+    p, grid = Paths("cpu"), Grid.of(smoke_params)
+    base, method = p.stage_io("evaluate_base", grid.base("paimon")), p.stage_io("evaluate", grid.run("paimon", "rd"))
     assert notebook_source("evaluate_base") == notebook_source("evaluate") == Path("notebooks/evaluate.ipynb")
-    assert base["inputs"] == [i for i in method["inputs"] if i != p.adapters("paimon", "rd")]
-    assert base["outs"] == [p.test_losses("paimon", BASE), p.predictions("paimon", BASE),
+    assert base["inputs"] == [i for i in method["inputs"] if i != p.adapters(grid.run("paimon", "rd"))]
+    assert base["outs"] == [p.test_losses(grid.base("paimon")), p.predictions(grid.base("paimon")),
                             Path("reports/cpu/notebooks/evaluate-paimon-base.ipynb"),
                             Path("reports/cpu/notebooks/evaluate-paimon-base.html"),
                             Path("reports/cpu/timings/evaluate-paimon-base.json")]
     assert base["metrics"] == [Path("reports/cpu/eval/paimon-base.json")]
-    assert p.test_losses("paimon", "rd") == Path("reports/cpu/eval/paimon-rd.losses.jsonl")
+    assert p.test_losses(grid.run("paimon", "rd")) == Path("reports/cpu/eval/paimon-rd.losses.jsonl")
+    assert grid.base("paimon").name == f"paimon-{BASE}"
 
 
 def test_one_fallback_profile():

@@ -212,9 +212,9 @@ def test_bad_fractions_are_rejected(fractions):
 
 
 def test_unknown_prepare_param_is_an_error():
-    with pytest.raises(DaugError, match=r"params prepare: unknown key\(s\) sed"):
+    with pytest.raises(DaugError, match=r"prepare.sed: unknown key; known: seed"):
         PrepareConfig.from_params({"sed": 1})
-    with pytest.raises(DaugError, match=r"params prepare.near_dup: unknown key\(s\) treshold"):
+    with pytest.raises(DaugError, match=r"prepare.near_dup.treshold: unknown key; known: enabled, threshold"):
         PrepareConfig.from_params({"near_dup": {"treshold": 0.5}})
 
 

@@ -31,7 +31,7 @@ def qlora_params(smoke_params) -> dict:
     params["model"].update(load_in_4bit=True, dtype=paper["model"]["dtype"])
     params["train"].update(precision=paper["train"]["precision"], steps=8, batch_size=4, learning_rate=0.05,
                            max_length=64, log_every=2, eval_every=4, val_examples=4, seeds=[0], patience=100)
-    params["lora"]["trainable_tokens"] = paper["lora"]["trainable_tokens"]  # Llama 3 Instruct knows its template
+    params["train"]["trainable_tokens"] = paper["train"]["trainable_tokens"]  # Llama 3 Instruct knows its template
     params["evaluate"].update(dtype=paper["evaluate"]["dtype"], max_examples=4, max_new_tokens=6,
                               val_examples=4, max_length=64)  # validation as in training: same records, length
     return params
@@ -44,13 +44,15 @@ def qlora(tmp_path_factory, smoke_params, tiny_model_dir):
     built are kept for inspection."""
     from daug import evaluate, train
     from daug.paths import Paths
+    from daug.runs import Grid
     from daug.training import loop
 
     root = tmp_path_factory.mktemp("qlora")
     params = qlora_params(smoke_params)
     layout = Paths.of(params, root)
+    run = Grid.of(params).run(DATASET, METHOD)
     records = read_records(RAW)
-    write_jsonl(layout.augmented(DATASET, METHOD), records[:8])
+    write_jsonl(layout.augmented(run.augmentation), records[:8])
     write_jsonl(layout.prepared(DATASET, "val"), records[8:12])
     write_jsonl(layout.prepared(DATASET, "test"), records[12:16])
     layout.base_model().parent.mkdir(parents=True)
@@ -65,14 +67,14 @@ def qlora(tmp_path_factory, smoke_params, tiny_model_dir):
 
     with pytest.MonkeyPatch.context() as mp:  # spies only: the real functions run
         mp.chdir(root)
-        mp.setattr(loop, "lora_model", spy("train", loop.lora_model))
+        mp.setattr(loop, "trainable_model", spy("train", loop.trainable_model))
         mp.setattr(evaluate, "load", spy("eval", evaluate.load))
         started = time.perf_counter()
-        summary = train.stage(params, DATASET, METHOD)
+        summary = train.stage(params, run)
         trained = time.perf_counter()
-        metrics = evaluate.stage(params, DATASET, METHOD, progress=False)
+        metrics = evaluate.stage(params, run, progress=False)
     print(f"4-bit CPU: train {trained - started:.1f} s, evaluate {time.perf_counter() - trained:.1f} s")
-    return {"layout": layout, "params": params, "summary": summary, "metrics": metrics,
+    return {"layout": layout, "params": params, "summary": summary, "metrics": metrics, "run": run,
             "train_model": built["train"], "eval_model": built["eval"][0]}
 
 
@@ -87,7 +89,7 @@ def test_training_runs_lora_over_nf4_layers_prepared_for_kbit_training(qlora):
     base = model.get_base_model()
     assert base.is_loaded_in_4bit and base.is_activation_checkpointing  # peft's k-bit preparation ran
     layers = nf4_layers(model)
-    targets = qlora["params"]["lora"]["target_modules"]
+    targets = qlora["params"]["approaches"]["lora-qv"]["target_modules"]
     wrapped = [n for n in layers if n.endswith(".base_layer")]  # LoRA sits on top of the frozen NF4 layers
     assert {n.split(".")[-2] for n in wrapped} == set(targets)
     q = layers[wrapped[0]]
@@ -102,9 +104,9 @@ def test_training_learns_and_saves_a_peft_adapter(qlora):
     assert summary["stop_step"] == summary["max_steps"] == qlora["params"]["train"]["steps"]
     assert summary["precision"] == qlora["params"]["train"]["precision"] and summary["trainable_tokens"] == []
     assert math.isfinite(summary["val_loss_best"]) and summary["val_loss_best"] < summary["val_loss_initial"]
-    adapter = qlora["layout"].adapter(DATASET, METHOD, 0)
+    adapter = qlora["layout"].adapter(qlora["run"], 0)
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA" and set(config["target_modules"]) == set(qlora["params"]["lora"]["target_modules"])
+    assert config["peft_type"] == "LORA" and set(config["target_modules"]) == set(qlora["params"]["approaches"]["lora-qv"]["target_modules"])
     weights = load_file(adapter / "adapter_model.safetensors")
     lora_b = [w for n, w in weights.items() if "lora_B" in n]
     assert lora_b and all(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: training moved it
@@ -117,7 +119,7 @@ def test_evaluation_keeps_the_adapter_unmerged_over_nf4_and_scores_it(qlora):
     assert isinstance(model, PeftModel) and not model.training
     layers = nf4_layers(model)
     assert any(n.endswith(".base_layer") for n in layers)  # not merged: merging would re-quantise NF4
-    predictions = read_records(qlora["layout"].predictions(DATASET, METHOD))
+    predictions = read_records(qlora["layout"].predictions(qlora["run"]))
     assert len(predictions) == metrics["n"] == params["evaluate"]["max_examples"]
     assert all(isinstance(p["prediction"], str) for p in predictions)
     assert metrics["dtype"] == params["model"]["dtype"]  # the unquantised weights (embeddings) keep it

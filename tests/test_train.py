@@ -26,6 +26,8 @@ from daug.io import read_records, write_jsonl
 from daug.params import training_seeds
 from daug.train import encode_example, encode_records, exposure, stage, validation_loss
 from daug.training.data import IGNORE, batch_schedule, collate
+from daug.approaches import get_approach
+from daug.runs import Grid
 from daug.training.loop import TrainConfig
 from tests.conftest import REPO
 
@@ -33,6 +35,9 @@ SYSTEM = "现在你要扮演皇帝身边的女人--甄嬛"
 RAW = REPO / "data/raw/zhenhuan/huanhuan.json"  # vendored: no stage has to run first
 ADAPTER = "adapter_model.safetensors"
 SEEDS = [0, 1]
+# One vs two processes under SGD: the same summed gradients, rounded differently. Measured on an AMD
+# EPYC: at most 9.3e-8 apart, while the LoRA B weights moved by 3e-2 from 0; 1e-5 leaves 100x room.
+ATOL_SUM = 1e-5
 EOT = [GEMMA_END]
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
@@ -71,8 +76,8 @@ def tiny_params(smoke_params, dropout: float = 0.1, **train) -> dict:
     params["train"].update({"seeds": SEEDS, "steps": 24, "batch_size": 4, "learning_rate": 0.1, "max_length": 64,
                             "log_every": 2, "eval_every": 2, "patience": 2, "checkpoint_every": 1, "val_examples": 8,
                             **train})
-    params["lora"]["dropout"] = dropout  # random: a resumed run must restore the generator's state
-    params["lora"]["trainable_tokens"] = EOT
+    params["approaches"]["lora-qv"]["dropout"] = dropout  # random: a resumed run must restore the generator's state
+    params["train"]["trainable_tokens"] = EOT
     return params
 
 
@@ -83,7 +88,8 @@ def stage_paths(root: Path) -> dict:
 
 
 def run_stage(params, root: Path, data: Path, base: Path, val: Path | None = None) -> dict:
-    return stage(params, "zhenhuan", "none", data=data, val=val or data, base=base, **stage_paths(root))
+    return stage(params, Grid.of(params).run("zhenhuan", "none"), data=data, val=val or data, base=base,
+                 **stage_paths(root))
 
 
 def cli_args(params_file: Path, root: Path, data: Path, base: Path, val: Path) -> list[str]:
@@ -129,7 +135,7 @@ def overfit(tmp_path_factory, smoke_params, tiny_model_dir, short_replies, token
     data = root / "short.jsonl"
     write_jsonl(data, short_replies)
     params = tiny_params(smoke_params, dropout=0.0, seeds=[0], max_length=128, eval_every=8, patience=None)
-    params["lora"]["trainable_tokens"] = tokens
+    params["train"]["trainable_tokens"] = tokens
     summary = run_stage(params, root, data, tiny_model_dir)
     return {"root": root, "adapter": root / "adapter" / "seed-0", "summary": summary["seed-0"]}
 
@@ -182,10 +188,10 @@ def test_malformed_record_names_file_and_record(tokenizer):
 def lora_with_moved_rows(tiny_model_dir, tokens: list[str]):
     """A LoRA model whose every trainable weight is off its initial value (B starts at zero, the
     token rows at the base's), so each one changes the loss."""
-    from daug.training.loop import lora_model
+    from daug.training.loop import trainable_model
 
-    model = lora_model(tiny_model_dir, {"dtype": "float32"}, {**LORA, "trainable_tokens": tokens}, 0, "float32",
-                       torch.device("cpu"))
+    model = trainable_model(tiny_model_dir, {"dtype": "float32"}, get_approach("lora-qv", LORA), tokens, 0, "float32",
+                            torch.device("cpu"))
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -260,11 +266,11 @@ def test_fast_reply_loss_has_the_models_own_gradient(tiny_model_dir, tokenizer, 
 
 
 def test_a_trainable_token_outside_the_vocabulary_is_a_clear_error(tiny_model_dir):
-    from daug.training.loop import lora_model
+    from daug.training.loop import trainable_model
 
-    with pytest.raises(DaugError, match=r"lora.trainable_tokens: '<end_of_reply>' is not a token of the tokenizer"):
-        lora_model(tiny_model_dir, {"dtype": "float32"}, {**LORA, "trainable_tokens": ["<end_of_reply>"]}, 0,
-                   "float32", torch.device("cpu"))
+    with pytest.raises(DaugError, match=r"train.trainable_tokens: '<end_of_reply>' is not a token of the tokenizer"):
+        trainable_model(tiny_model_dir, {"dtype": "float32"}, get_approach("lora-qv", LORA), ["<end_of_reply>"], 0,
+                        "float32", torch.device("cpu"))
 
 
 def test_batch_order_is_fixed_by_seed_and_groups_lengths():
@@ -309,15 +315,17 @@ def test_train_passes_is_checked():
 
 
 def test_unknown_train_key_is_a_clear_error():
-    with pytest.raises(DaugError, match=r"unknown key\(s\) stepz"):
+    with pytest.raises(DaugError, match=r"params train: train.stepz: unknown key; known: trainable_tokens, seeds"):
         TrainConfig.from_params({"stepz": 3})
 
 
 @pytest.mark.parametrize("seeds", [[], [0, 0], [0.5], "0", [-1], [True]])
 def test_bad_training_seeds_are_a_clear_error(seeds):
-    with pytest.raises(DaugError, match=r"params train.seeds: .*expected a list of distinct integers >= 0"):
+    # not a list at all: the type check of every params key; a bad list: the one seeds rule
+    want = r"train.seeds: .*expected (a list of distinct integers >= 0|list \(as in params/base.yaml\))"
+    with pytest.raises(DaugError, match=want):
         TrainConfig.from_params({"seeds": seeds})
-    with pytest.raises(DaugError, match=r"params train.seeds: .*expected a list of distinct integers >= 0"):
+    with pytest.raises(DaugError, match=want):
         training_seeds({"train": {"seeds": seeds}})  # what evaluate reads: the same rule and message
 
 
@@ -466,7 +474,7 @@ def test_adapter_is_standard_peft_with_the_trained_rows_and_merges_to_the_same_m
     assert config["trainable_token_indices"] == [eot]
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and f"base_model: {tiny_model_dir}" in card
-    assert "zhenhuan / none" in card and "best_step" in card and '"learning_rate": 0.1' in card
+    assert "weights: zhenhuan-none" in card and "best_step" in card and '"learning_rate": 0.1' in card
     saved = load_file(out / ADAPTER)
     rows = [v for k, v in saved.items() if "trainable_tokens_delta" in k]
     assert len(rows) == 1 and rows[0].shape == (1, load_model(tiny_model_dir).config.hidden_size)
@@ -513,7 +521,7 @@ MAX_NEW = 8
 
 def test_the_trained_end_of_turn_row_makes_the_adapter_end_its_turn(
         eot_trained, tmp_path_factory, smoke_params, tiny_model_dir, tokenizer, short_replies):
-    """lora.trainable_tokens = [<end_of_turn>]: after a few steps the adapter predicts <end_of_turn>
+    """train.trainable_tokens = [<end_of_turn>]: after a few steps the adapter predicts <end_of_turn>
     where each reply ends and greedy generation stops there, well inside the token limit. The
     same training without the trained row (q/v LoRA over the frozen tied head) does not stop."""
     eot = tokenizer.convert_tokens_to_ids(GEMMA_END)
@@ -620,8 +628,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(trained, tmp_path, tiny_
 
 @pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, smoke_params, tiny_model_dir, data_file,
-                                                            val_file):
-    """torchrun, 2 gloo processes, 2 examples each in micro-batches of 1 vs one process, batch 4."""
+                                                            val_file, monkeypatch):
+    """torchrun, 2 gloo processes, 2 examples each in micro-batches of 1 vs one process, batch 4.
+
+    The invariant: the gradient summed over processes and micro-batches equals one process's. Both
+    runs use SGD (tests/ddp_sgd.py), whose update is linear in the gradient, so equal gradients give
+    weights equal to float rounding on any CPU. (With AdamW the seed-1 adapters differed by 4e-4 on
+    an Intel Xeon and 4e-3 on an AMD EPYC: Adam divides by the gradient's size, so where a gradient
+    is ~0 its last-bit rounding moves the update by up to the learning rate.)"""
+    from daug.training import loop
+    from tests.ddp_sgd import sgd
+
+    monkeypatch.setattr(loop, "make_optimizer", sgd)
     # no dropout: its masks would differ between one and two processes; nothing else may
     params = tiny_params(smoke_params, dropout=0.0, steps=6, eval_every=3, log_every=1, checkpoint_every=3,
                          patience=100)
@@ -630,18 +648,19 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, smoke_para
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2",
-           *cli_args(params_file, tmp_path / "two", data_file, tiny_model_dir, val_file)]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "tests.ddp_sgd",
+           *cli_args(params_file, tmp_path / "two", data_file, tiny_model_dir, val_file)[2:]]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     for seed in SEEDS:
         key = f"seed-{seed}"
         assert two[key]["processes"] == 2 and single[key]["processes"] == 1
         assert two[key]["tokens"] == single[key]["tokens"]  # the same examples in the same order
-        # Adam divides by the gradient's own size: where a gradient is ~0, float rounding of the
-        # two-process sum moves the update by a few 1e-4 (measured: 4e-4 at lr 0.1, seed 1)
-        assert_same_adapter(tmp_path / "two" / "adapter" / key, tmp_path / "one" / "adapter" / key, atol=1e-3)
+        trained = load_file(tmp_path / "one" / "adapter" / key / ADAPTER)
+        # LoRA's B starts at 0: SGD moved it, so the comparison below is not of two initialisations
+        assert max(float(w.abs().max()) for n, w in trained.items() if "lora_B" in n) > 1e-3
+        assert_same_adapter(tmp_path / "two" / "adapter" / key, tmp_path / "one" / "adapter" / key, atol=ATOL_SUM)
     for a, b in zip((tmp_path / "one" / "loss.csv").read_text().splitlines()[1:],
                     (tmp_path / "two" / "loss.csv").read_text().splitlines()[1:]):
         (ea, sa, ka, la), (eb, sb, kb, lb) = a.split(","), b.split(",")

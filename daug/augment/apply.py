@@ -179,23 +179,24 @@ def augment_file(input: str | Path, output: str | Path, method: str, params: dic
     return {**doc, "timings": {"seconds": stats["seconds"]}}
 
 
-def stage(params: dict, dataset: str | None = None, method: str | None = None, progress: bool = True) -> dict:
-    """The augment stage for one dataset x method: the prepared train split -> the augmented file,
-    its metrics and its timings (daug/paths.py). Returns the metrics, with the timings under `timings`."""
-    from daug.params import dataset as dataset_entry
+def stage(params: dict, augmentation, progress: bool = True) -> dict:
+    """The augment stage for one augmentation (daug/runs.py: a dataset's first `size` training
+    originals, None: `augment.max_records`, with one method; or its name): the prepared train split
+    -> the augmented file, its metrics and its timings (daug/paths.py). Returns the metrics, with
+    the timings under `timings`."""
+    from daug.params import dataset as dataset_entry, section as params_section
+    from daug.runs import lookup_augmentation
 
-    if not dataset or not method:
-        raise DaugError("augment: needs a dataset and a method (--dataset D --method M)")
-    section = params.get("augment") or {}
-    ds = dataset_entry(params, dataset)
-    if method not in (section.get("methods") or []):
-        raise DaugError(f"method {method!r} is not in augment.methods ({', '.join(section.get('methods') or [])})")
+    aug = lookup_augmentation(params, augmentation) if isinstance(augmentation, str) else augmentation
+    section = params_section(params, "augment")
+    ds = dataset_entry(params, aug.dataset)
     paths = Paths.of(params)
+    size = aug.size if aug.size is not None else section.get("max_records")
     doc = augment_file(
-        paths.prepared(dataset, "train"), paths.augmented(dataset, method), method,
-        section.get(method) or {}, n_aug=section.get("n_aug", 1), seed=params.get("seed", 0), dataset=ds,
-        fields=section.get("fields", ["instruction", "output"]), backends=params.get("backends"),
-        max_records=section.get("max_records"), progress=progress,
-        metrics=paths.augment_metrics(dataset, method), metrics_extra={"profile": params.get("profile")})
-    write_json(paths.timings("augment", dataset, method), doc["timings"])
+        paths.prepared(aug.dataset, "train"), paths.augmented(aug), aug.method,
+        section.get(aug.method) or {}, n_aug=section["n_aug"], seed=params.get("seed", 0), dataset=ds,
+        fields=section["fields"], backends=params.get("backends"),
+        max_records=size, progress=progress,
+        metrics=paths.augment_metrics(aug), metrics_extra={"profile": params.get("profile")})
+    write_json(paths.timings("augment", aug), doc["timings"])
     return doc

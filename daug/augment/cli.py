@@ -1,6 +1,6 @@
 """`python -m daug augment`: the augment stage, or one method over a file of records.
 
-    python -m daug augment [--dataset D] [--method M] [--params FILE]    the stage (daug/paths.py files)
+    python -m daug augment [--run NAME | --dataset D --method M --size N] [--params FILE]   the stage
     python -m daug augment INPUT OUTPUT --method M [options]             file to file
 
 In the file form, defaults come from params.yaml (section `augment`, the method's block, `backends`,
@@ -33,7 +33,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("output", nargs="?", help="file form: output .jsonl, the inputs plus N_AUG augmented copies "
                         "each, with provenance")
     parser.add_argument("--method", help="augmentation method (see README: none, rd, ri, rs, sr, ...); stage form: "
-                        "one of augment.methods (default: every one)")
+                        "one of the study's methods (default: every one)")
+    parser.add_argument("--run", metavar="NAME", help="stage form: an augmentation of params `augmentations`, by name")
+    parser.add_argument("--size", type=int, metavar="N", help="stage form: the training-set size axis (default: any)")
     parser.add_argument("--p", type=float, help="proportion of words to edit (rd, ri, rs, sr)")
     parser.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="any other method parameter, e.g. -P top_k=10 (repeatable)")
@@ -72,17 +74,22 @@ FILE_OPTIONS = ("p", "n_aug", "seed", "fields", "backend", "max_records", "batch
 def run_stage(args) -> int:
     from daug import params as P
     from daug.augment.apply import stage
-    from daug.cli import stage_runs
+    from daug.runs import lookup_augmentation, select
 
     given = [f"--{o.replace('_', '-')}" for o in FILE_OPTIONS if getattr(args, o) is not None] + (["-P"] if args.param else [])
     if given or args.output:
         raise DaugError(f"{', '.join(given) or 'OUTPUT'}: only for the file form (augment INPUT OUTPUT --method M)")
     params = P.load(args.params)
-    for dataset, method in stage_runs(params, args.dataset, args.method):
-        doc = stage(params, dataset, method, progress=not args.quiet)
+    if args.run:
+        augmentations = [lookup_augmentation(params, args.run)]
+    else:
+        runs = select(params, dataset=args.dataset, method=args.method, size=args.size)
+        augmentations = list({r.augmentation.name: r.augmentation for r in runs}.values())
+    for aug in augmentations:
+        doc = stage(params, aug, progress=not args.quiet)
         c = doc["counts"]
-        print(f"{dataset}/{method}: {c['n_output']} records = {c['n_source']} source + {c['n_augmented']} "
-              f"{method} ({c['n_unchanged']} unchanged) in {doc['timings']['seconds']:.1f} s", file=sys.stderr)
+        print(f"{aug.name}: {c['n_output']} records = {c['n_source']} source + {c['n_augmented']} "
+              f"{aug.method} ({c['n_unchanged']} unchanged) in {doc['timings']['seconds']:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -23,7 +23,7 @@ def config(params: dict) -> dict:
     from daug.params import section
     from daug.scoring import METRICS
 
-    cfg = section(params, "report", nested=("claims", "tsne"))
+    cfg = section(params, "report")
     cfg["formats"] = ["png", *[f for f in cfg["formats"] if f != "png"]]
     if not isinstance(cfg["samples"], int) or cfg["samples"] < 0:
         raise DaugError(f"report params: samples must be a non-negative integer, got {cfg['samples']!r}")
@@ -216,7 +216,7 @@ def _data(w: _Writer, study, paths, cfg: dict, seed: int, embed: Callable | None
 
     w.doc.heading("t-SNE of original, augmented and validation data")
     for ds in study.datasets:
-        pts = tsne.points(paths, ds, study.methods, cfg["tsne"], seed, embed)
+        pts = tsne.points(paths, study.grid, ds, study.methods, cfg["tsne"], seed, embed)
         w.figure(f"tsne-{ds}", F.tsne_panels(pts, ds, study.methods),
                  f"t-SNE of {ds}: {sum(pts.kind == 'train')} original training records (grey), "
                  f"{sum(pts.kind == 'val')} validation records (x) and the augmentations of those originals "
@@ -247,7 +247,7 @@ def _wall_times(w: _Writer, study, stage_times: dict, paths, out_dir: Path) -> N
                     "evaluate run covers every training seed.", note=True)
     times = P.wall_times(study, stage_times)
     for stage in ("augment", "train", "evaluate"):
-        times[stage] = [_timed(paths, out_dir, stage, d, m, v, Link)
+        times[stage] = [_timed(paths, study.grid, out_dir, stage, d, m, v, Link)
                         for d, m, v in zip(times.dataset, times.method, times[stage])]
     times["total"] = times["total"].map(lambda v: T.fmt(v, 1))
     w.doc.table(times)
@@ -273,24 +273,25 @@ def _evidence(w: _Writer, study, evidence, secondary) -> None:
                         + ", ".join(study.missing))
 
 
-def _timed(paths, out_dir: Path, stage: str, ds: str, method: str, seconds, link_type):
+def _timed(paths, grid, out_dir: Path, stage: str, ds: str, method: str, seconds, link_type):
     """A wall time, linked to its stage notebook when that exists (relative to the report)."""
     import os
 
     from daug.report.tables import fmt
 
     text = fmt(seconds, 1)
-    if not paths.notebook(stage, ds, method, ".ipynb").exists():
+    name = grid.run(ds, method).name
+    if not paths.notebook(stage, name, ".ipynb").exists():
         return text
-    rel = {s: Path(os.path.relpath(paths.notebook(stage, ds, method, s), out_dir)).as_posix()
+    rel = {s: Path(os.path.relpath(paths.notebook(stage, name, s), out_dir)).as_posix()
            for s in (".html", ".ipynb")}
     return link_type(text, rel[".html"], rel[".ipynb"])
 
 
-def stage(params: dict, dataset: str | None = None, method: str | None = None, *, root: str | Path = ".",
-          out_dir: str | Path | None = None, embed: Callable | None = None) -> dict:
-    """The report stage: every dataset x method of params -> the report files of daug/paths.py (or
-    `out_dir`). Returns the Report's fields as a dict. (`dataset`, `method`: unused; it reads them all.)"""
+def stage(params: dict, *, root: str | Path = ".", out_dir: str | Path | None = None,
+          embed: Callable | None = None) -> dict:
+    """The report stage: every run of the paper's study -> the report files of daug/paths.py (or
+    `out_dir`). Returns the Report's fields as a dict."""
     from daug.paths import Paths
 
     paths = Paths.of(params, root)

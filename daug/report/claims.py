@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from daug import stats
-from daug.report.load import METRIC_LABELS, Study, matrix
+from daug.report.load import Study, matrix
+from daug.scoring import METRIC_LABELS, higher_is_better, info
 from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
 
 PRIMARY = "test_loss"
 VAL_RISE = "val_rise"
-ENDPOINT_LABELS = {PRIMARY: "test loss (nats/token, lower is better)",
+ENDPOINT_LABELS = {PRIMARY: info(PRIMARY).label,
                    VAL_RISE: "validation loss rise, final - best (nats/token)", **METRIC_LABELS}
 VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE)
 REFERENCE = "none"  # the forest plot and the precision target compare every method with no augmentation
@@ -89,10 +90,6 @@ def combine(outcomes: list[str]) -> str:
         if all(o == verdict for o in outcomes):
             return verdict
     return INCONCLUSIVE
-
-
-def higher_is_better(endpoint: str) -> bool:
-    return endpoint not in (PRIMARY,)
 
 
 @dataclass

@@ -19,11 +19,10 @@ import pandas as pd
 
 from daug import DaugError
 from daug.io import iter_jsonl_numbered, read_json
-from daug.paths import BASE, Paths
+from daug.paths import Paths
+from daug.runs import BASE, Grid
 from daug.records import ORIGINAL
-from daug.scoring import METRICS, perplexity as _perplexity
-
-METRIC_LABELS = {"bleu": "BLEU", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "chrf": "chrF"}
+from daug.scoring import METRIC_LABELS, METRICS, perplexity as _perplexity  # noqa: F401  (METRIC_LABELS: re-export)
 AUGMENT_STATS = ("n_source", "n_augmented", "n_unchanged", "unchanged_rate", "copy_rate", "fidelity",
                  "edit_rate", "distinct_1", "distinct_2", "self_bleu")
 # The train stage's per-seed metrics the report shows (LAYOUT: reports/<p>/train/<ds>-<m>.json).
@@ -55,6 +54,7 @@ class Study:
     predictions: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # every seed's lines
     sources: dict[tuple[str, str, str], Path] = field(default_factory=dict)    # (kind, ds, m) -> file read
     missing: list[str] = field(default_factory=list)
+    grid: Grid = None                  # names each (dataset, method)'s run and files (daug/runs.py)
 
     @property
     def runs(self) -> list[str]:
@@ -280,23 +280,38 @@ def matrix(frame: pd.DataFrame, value: str, source: str, ids: list[str] | None =
 
 
 def expected_seeds(params: dict) -> list[int]:
-    """The training seeds of params (`train.seeds`, defaults in params/base.yaml)."""
-    from daug.params import section
+    """The training seeds of params (`train.seeds`, checked by `daug.params.training_seeds`), sorted."""
+    from daug.params import training_seeds
 
-    seeds = section(params, "train")["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise DaugError(f"params train.seeds: expected a non-empty list of integers, got {seeds!r}")
-    return sorted(seeds)
+    return sorted(training_seeds(params))
+
+
+def paper_study(params: dict) -> tuple[str, list[str]]:
+    """(name, methods) of the selected study whose claims are the paper's (`claims: paper`): the
+    study the report judges. Its runs must be one per dataset x method (the grid's default approach,
+    size and schedule), as the paper's claims compare methods."""
+    grid = Grid.of(params)
+    for name in grid.selected(params.get("study") or "paper"):
+        if (grid.studies[name] or {}).get("claims") != "paper":
+            continue
+        runs = grid.study_runs(name)
+        if len({(r.dataset, r.method) for r in runs}) != len(runs):
+            raise DaugError(f"params studies.{name}: the paper's claims compare methods; list one approach, size and "
+                            "schedule (or none: the grid's defaults)")
+        return name, list(dict.fromkeys(r.method for r in runs))
+    raise DaugError(f"params study {params.get('study')!r}: the report judges a study with `claims: paper`; "
+                    "select one (e.g. --study paper, or all)")
 
 
 def load_study(params: dict, root: str | Path = ".") -> Study:
-    """Load every output the report needs for the datasets and methods named in `params`."""
+    """Load every output the report needs for the runs of the paper's study (`paper_study`)."""
     paths = Paths.of(params, root)
     datasets = list(params.get("datasets") or {})
-    methods = list((params.get("augment") or {}).get("methods") or [])
+    name, methods = paper_study(params)
+    grid = Grid.of(params)
     if not datasets or not methods:
-        raise DaugError("params: the report needs `datasets` and `augment.methods`")
-    study = Study(paths.profile, datasets, methods, expected_seeds(params))
+        raise DaugError(f"params: the report needs `datasets` and the methods of study {name!r}")
+    study = Study(paths.profile, datasets, methods, expected_seeds(params), grid=grid)
     augment, curves, training, scores, evaluation = [], [], [], [], []
     for ds in datasets:
         if paths.manifest(ds).exists():
@@ -304,23 +319,26 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
         else:
             study.missing.append(str(paths.manifest(ds)))
         for method in methods:
-            if (m := _read(paths.augment_metrics(ds, method), study.missing)) is not None:
-                augment.append(augment_row(ds, method, m, _timings(paths.timings("augment", ds, method))))
-            if paths.train_curve(ds, method).exists():
-                curves.append(load_curve(paths.train_curve(ds, method), ds, method))
+            run = grid.run(ds, method)
+            aug = run.augmentation
+            if (m := _read(paths.augment_metrics(aug), study.missing)) is not None:
+                augment.append(augment_row(ds, method, m, _timings(paths.timings("augment", aug))))
+            if paths.train_curve(run).exists():
+                curves.append(load_curve(paths.train_curve(run), ds, method))
             else:
-                study.missing.append(str(paths.train_curve(ds, method)))
-            path = paths.train_metrics(ds, method)
+                study.missing.append(str(paths.train_curve(run)))
+            path = paths.train_metrics(run)
             if (m := _read(path, study.missing)) is not None:
-                training.extend(training_rows(ds, method, m, path, _timings(paths.timings("train", ds, method))))
-            _load_per_example(study, "val", paths.val_losses(ds, method), ds, method, ("tokens", "loss_best", "loss_final"))
+                training.extend(training_rows(ds, method, m, path, _timings(paths.timings("train", run))))
+            _load_per_example(study, "val", paths.val_losses(run), ds, method, ("tokens", "loss_best", "loss_final"))
         for method in study.runs:
-            path = paths.eval_metrics(ds, method)
+            run = grid.run(ds, method)
+            path = paths.eval_metrics(run)
             if (m := _read(path, study.missing)) is not None:
                 scores.extend(score_rows(ds, method, m, path))
-                evaluation.extend(evaluation_rows(ds, method, m, path, _timings(paths.timings("evaluate", ds, method))))
-            _load_per_example(study, "losses", paths.test_losses(ds, method), ds, method, ("tokens", "loss"))
-            path = paths.predictions(ds, method)
+                evaluation.extend(evaluation_rows(ds, method, m, path, _timings(paths.timings("evaluate", run))))
+            _load_per_example(study, "losses", paths.test_losses(run), ds, method, ("tokens", "loss"))
+            path = paths.predictions(run)
             if path.exists():
                 study.predictions[(ds, method)] = load_predictions(path, method)
                 study.sources[("predictions", ds, method)] = path
@@ -355,22 +373,22 @@ def _check_seeds(study: Study) -> None:
                                 f"params train.seeds {sorted(want)}")
 
 
-def original_records(paths: Paths, ds: str, methods: list[str]) -> list[dict]:
+def original_records(paths: Paths, grid: Grid, ds: str, methods: list[str]) -> list[dict]:
     """The training originals the augmentations were made from (the `none` records of an augmented
     file; the prepared train split if no augmented file exists)."""
     from daug.io import iter_jsonl
 
-    for method in [ORIGINAL, *methods]:
-        if paths.augmented(ds, method).exists():
-            return [r for r in iter_jsonl(paths.augmented(ds, method)) if r.get("method") == ORIGINAL]
+    for aug in [grid.augmentation(ds, m) for m in [ORIGINAL, *methods]]:
+        if paths.augmented(aug).exists():
+            return [r for r in iter_jsonl(paths.augmented(aug)) if r.get("method") == ORIGINAL]
     return list(iter_jsonl(paths.prepared(ds, "train")))
 
 
-def augmented_records(paths: Paths, ds: str, method: str) -> list[dict]:
+def augmented_records(paths: Paths, grid: Grid, ds: str, method: str) -> list[dict]:
     """The new records a method made (its file minus the originals); [] if the file is missing."""
     from daug.io import iter_jsonl
 
-    path = paths.augmented(ds, method)
+    path = paths.augmented(grid.augmentation(ds, method))
     if not path.exists():
         return []
     return [r for r in iter_jsonl(path) if r.get("method") != ORIGINAL]

@@ -314,8 +314,11 @@ def _limits(study: Study, params: dict) -> list[str]:
 
     limits = []
     model = base_model(params)
-    self_made = sorted({r.method for r in study.augment.itertuples(index=False)
-                        if r.method in ("bt", "pg", "refine", "expand") and "models/base" in str(r.backend)})
+    from daug.augment import METHODS
+
+    self_made = sorted({r.method for r in study.augment.itertuples(index=False)  # model-based methods run on
+                        if getattr(METHODS.get(r.method), "uses_backend", False)  # the base model itself
+                        and "models/base" in str(r.backend)})
     if self_made:
         limits.append(f"{', '.join(self_made)} are produced by the base model itself ({model.split(';')[0]}): "
                       "weak translations and paraphrases (no translation model offline), not the paper's "

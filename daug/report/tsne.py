@@ -43,19 +43,19 @@ def embed_unique(texts: list[str], embed: Callable[[list[str]], np.ndarray], bat
     return np.stack([table[t] for t in texts])
 
 
-def points(paths: Paths, ds: str, methods: list[str], cfg: dict, seed: int,
+def points(paths: Paths, grid, ds: str, methods: list[str], cfg: dict, seed: int,
            embed: Callable[[list[str]], np.ndarray] | None = None) -> pd.DataFrame:
     """Rows kind (train | val | augmented), method, id, x, y for one dataset. `cfg` is the
     `report.tsne` params section with its defaults (`daug.report.config`)."""
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    originals = sample(original_records(paths, ds, methods), cfg["n_train"], seed)
+    originals = sample(original_records(paths, grid, ds, methods), cfg["n_train"], seed)
     chosen = {r.get("id") for r in originals}
     rows = [("train", "", r) for r in originals]
     rows += [("val", "", r) for r in sample(list(iter_jsonl(paths.prepared(ds, "val"))), cfg["n_val"], seed)]
     for method in methods:
-        rows += [("augmented", method, r) for r in augmented_records(paths, ds, method) if r.get("source_id") in chosen]
+        rows += [("augmented", method, r) for r in augmented_records(paths, grid, ds, method) if r.get("source_id") in chosen]
     frame = pd.DataFrame({"kind": [k for k, _, _ in rows], "method": [m for _, m, _ in rows],
                           "id": [r.get("id") for _, _, r in rows]})
     if len(rows) < 5:  # t-SNE needs a handful of points; the figure then shows what there is

@@ -1,5 +1,5 @@
-"""The training loop: LoRA via peft, the best validation state kept (optional early stopping),
-checkpoints that resume exactly, distributed.
+"""The training loop: any approach of daug/approaches/ (LoRA via peft, ...), the best validation
+state kept (optional early stopping), checkpoints that resume exactly, distributed.
 
 The run validates at step 0 (the base model) and every `eval_every` steps on the same records with
 THE per-example loss (loss.example_losses); it keeps the adapter state of the lowest mean loss per
@@ -59,15 +59,16 @@ class TrainConfig:
     val_examples: int
     checkpoint_every: int     # 0 = at each evaluation
     precision: str            # float32 | bfloat16 (frozen weights in bfloat16 + autocast)
-    seeds: list               # the training seeds: one adapter each (LoRA init, dropout, batch order)
+    seeds: list               # the training seeds: one adapter each (weight init, dropout, batch order)
     passes: str               # what a pass over the data covers: "source" | "record" (daug.training.data.batch_schedule)
+    trainable_tokens: list    # embedding rows that train too, where the approach can (daug/approaches/)
 
     @classmethod
     def from_params(cls, train: dict) -> "TrainConfig":
         """From a params `train` section (base.yaml's defaults filled in, unknown keys rejected)."""
         from daug.params import section, training_seeds
 
-        cfg = cls(**section({"train": train}, "train"))
+        cfg = cls(**section({"train": train}, "train", "params train"))
         if cfg.precision not in PRECISIONS:
             old = {"fp32": "float32", "bf16": "bfloat16"}.get(cfg.precision)
             hint = f" (the old spelling of {old!r})" if old else ""
@@ -108,27 +109,29 @@ def seed_everything(seed: int) -> None:
 
 
 def trainable_token_ids(tokenizer, names: list[str], source: str) -> list[int]:
-    """Vocabulary ids of `lora.trainable_tokens`; DaugError for a string that is not one token."""
+    """Vocabulary ids of `train.trainable_tokens`; DaugError for a string that is not one token."""
     ids = []
     for name in names:
         tid = tokenizer.convert_tokens_to_ids(name) if isinstance(name, str) else None
         if not isinstance(tid, int) or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != name:
-            raise DaugError(f"params lora.trainable_tokens: {name!r} is not a token of the tokenizer in {source}")
+            raise DaugError(f"params train.trainable_tokens: {name!r} is not a token of the tokenizer in {source}")
         ids.append(tid)
     return ids
 
 
-def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: str, device, tokenizer=None):
-    """The base model with fresh LoRA adapters (and, for `lora.trainable_tokens`, trainable rows of
-    those tokens in the embedding, which a tied head shares: peft TrainableTokens); seeded right
-    before get_peft_model (LoRA init). `tokenizer`: the base model's, if already loaded (Gemma's
-    takes ~4 s to load)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def trainable_model(base_dir, model_params: dict, approach, trainable_tokens: list[str], seed: int, precision: str,
+                    device, tokenizer=None):
+    """The base model wrapped by `approach` (daug/approaches/) for training, with the embedding rows
+    of `trainable_tokens` trainable where the approach can train them (checked before the model
+    loads); seeded right before the approach initialises its weights. `tokenizer`: the base
+    model's, if already loaded (Gemma's takes ~4 s to load)."""
+    from peft import prepare_model_for_kbit_training
 
     from daug.basemodel import load_model, load_tokenizer
 
-    names = list(lora.get("trainable_tokens") or [])
+    names = list(trainable_tokens or [])
     tokens = trainable_token_ids(tokenizer or load_tokenizer(base_dir), names, str(base_dir)) if names else []
+    approach.check_token_rows(tokens)
     four_bit = bool(model_params.get("load_in_4bit"))
     dtype = "bfloat16" if precision == "bfloat16" and not four_bit else model_params.get("dtype", "float32")
     # 4-bit: the whole model on this process's device (quantised as it loads; bitsandbytes runs on CPU too)
@@ -140,11 +143,8 @@ def lora_model(base_dir, model_params: dict, lora: dict, seed: int, precision: s
     else:
         model.to(device)
     seed_everything(seed)
-    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                        target_modules=list(lora["target_modules"]), bias="none", task_type="CAUSAL_LM",
-                        trainable_token_indices=tokens or None)
-    model = get_peft_model(model, config)
-    for p in model.parameters():  # adapters train in fp32 even over a bf16 base
+    model = approach.wrap(model, tokens)
+    for p in model.parameters():  # trained weights stay fp32 even over a bf16 base
         if p.requires_grad:
             p.data = p.data.float()
     return model
@@ -236,6 +236,12 @@ def _all_sum(values: list[float], world: int) -> list[float]:
 
 # --- the loop ----------------------------------------------------------------------------------------
 
+def make_optimizer(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (one seam: tests swap in SGD, whose update is linear in the
+    gradient, to compare trajectories that Adam's division by the gradient's size would amplify)."""
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
 def schedule(train: Encoded, cfg: TrainConfig, seed: int) -> list[list[int]]:
     """The run's batches (indices into train.examples), for every step up to the maximum."""
     return batch_schedule([len(e.input_ids) for e in train.examples], cfg.batch_size, cfg.steps, seed,
@@ -273,7 +279,7 @@ class _Run:
     """One training run: the model, its optimizer and schedule, and the progress it has made."""
 
     def __init__(self, model, tokenizer, train: Encoded, val: Encoded, cfg: TrainConfig, seed: int,
-                 run_dir: Path, fingerprint: str, rank: int, world: int, device):
+                 run_dir: Path, fingerprint: str, rank: int, world: int, device, approach=None):
         if cfg.batch_size < world:
             raise DaugError(f"train.batch_size {cfg.batch_size} is smaller than the number of processes {world}")
         self.model, self.val, self.cfg = model, val, cfg
@@ -282,11 +288,11 @@ class _Run:
         self.examples = train.examples
         self.schedule = schedule(train, cfg, seed)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(self.params, cfg)
         warm, steps = max(cfg.warmup_steps, 0), cfg.steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
-        self.loss_fn = ReplyLoss(model)
+        self.loss_fn = ReplyLoss(model, approach)
         self.step_fn = self.loss_fn
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
@@ -387,10 +393,10 @@ class _Run:
 
 
 def train_loop(model, tokenizer, train: Encoded, val: Encoded, cfg: TrainConfig, seed: int, run_dir: Path,
-               fingerprint: str, rank: int = 0, world: int = 1, device=torch.device("cpu")) -> dict:
-    """Train `model` (a peft model) until early stopping or `cfg.steps`, then load the best state
-    into it. Returns the loss log and counters; resumes from run_dir."""
-    run = _Run(model, tokenizer, train, val, cfg, seed, run_dir, fingerprint, rank, world, device)
+               fingerprint: str, rank: int = 0, world: int = 1, device=torch.device("cpu"), approach=None) -> dict:
+    """Train `model` (what `approach.wrap` made) until early stopping or `cfg.steps`, then load the
+    best state into it. Returns the loss log and counters; resumes from run_dir."""
+    run = _Run(model, tokenizer, train, val, cfg, seed, run_dir, fingerprint, rank, world, device, approach)
     run.resume()
     if run.progress["step"] == 0 and not run.progress["log"]:
         run.validate(0)

@@ -118,11 +118,15 @@ class ReplyLoss(nn.Module):
 
     A module (not a function) so DistributedDataParallel can wrap it: DDP syncs gradients of what
     its own forward ran, and we bypass the model's forward to skip the head on prompt positions.
+    An approach that changes the forward pass (`approach.changes_forward`: prompt or prefix tuning,
+    whose virtual tokens enter in the peft model's own forward) takes the plain way instead: the
+    whole model's logits, of which the last (input length) positions are the inputs'.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, approach=None):
         super().__init__()
-        self.model = model  # the peft model: its parameters are the trainable ones
+        self.model = model  # the trained model (peft): its parameters are the trainable ones
+        self.through_forward = bool(approach is not None and approach.changes_forward)
         lm = unwrap(model)
         self.body = lm.base_model  # the decoder stack (Gemma3TextModel, LlamaModel, ...)
         self.embed = lm.get_input_embeddings()
@@ -139,6 +143,15 @@ class ReplyLoss(nn.Module):
             row = trained.rows[j] * scale.to(trained.rows.dtype) if scale is not None else trained.rows[j]
             x = torch.where((input_ids == trained.index[j])[..., None], row.to(x.dtype), x)
         return x
+
+    def _forward_logits(self, input_ids, attention_mask, labels):
+        """(logits that predict a reply token, those tokens, the reply-token mask) from the model's own
+        forward (virtual tokens included; Gemma's forward applies the logit softcap itself)."""
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = logits[:, -input_ids.shape[1]:]  # prompt tuning prepends its virtual positions
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        return logits[:, :-1][keep].float(), targets[keep], keep
 
     def _reply_positions(self, input_ids, attention_mask, labels):
         """(hidden states that predict a reply token, those tokens, the reply-token mask)."""
@@ -166,6 +179,9 @@ class ReplyLoss(nn.Module):
         return logits.float()
 
     def forward(self, input_ids, attention_mask, labels):
+        if self.through_forward:
+            logits, targets, keep = self._forward_logits(input_ids, attention_mask, labels)
+            return F.cross_entropy(logits, targets, reduction="sum"), keep.sum()
         selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
         frozen = self._frozen_head()
         if frozen is not None:
@@ -180,6 +196,12 @@ class ReplyLoss(nn.Module):
         Token losses are float32 as in `forward`; each row sums its own in float64, so a row's
         value does not depend on which rows share its batch (up to the forward pass's rounding).
         """
+        if self.through_forward:
+            logits, targets, keep = self._forward_logits(input_ids, attention_mask, labels)
+            sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=logits.device)
+            nll = F.cross_entropy(logits, targets, reduction="none")
+            sums.index_add_(0, keep.nonzero()[:, 0], nll.double())
+            return sums, keep.sum(dim=1)
         selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
         rows = keep.nonzero()[:, 0]  # the row of each selected position, in `selected`'s order
         sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=selected.device)
@@ -217,13 +239,14 @@ class ExampleLoss:
 
 
 def example_losses(model, examples: list[Example], pad_id: int, batch_size: int, *, precision: str = "float32",
-                   loss_fn: ReplyLoss | None = None) -> list[ExampleLoss]:
+                   loss_fn: ReplyLoss | None = None, approach=None) -> list[ExampleLoss]:
     """THE validation loss: each example's summed reply-token loss and reply-token count, in input order.
 
     Examples run in batches of similar length (stable sort by token count: little padding); the
-    model is in eval mode meanwhile. `loss_fn` reuses a ReplyLoss already built over `model`.
+    model is in eval mode meanwhile. `loss_fn` reuses a ReplyLoss already built over `model`;
+    `approach`: the one that made `model` (None: a plain or merged model).
     """
-    loss_fn = loss_fn or ReplyLoss(model)
+    loss_fn = loss_fn or ReplyLoss(model, approach)
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     out: list[ExampleLoss | None] = [None] * len(examples)
@@ -253,7 +276,7 @@ def mean_loss(total: float, tokens: float) -> float:
 
 
 def validation_loss(model, tokenizer, records: list[dict], system_prompt: str | None, max_length: int,
-                    batch_size: int, *, precision: str = "float32") -> float:
+                    batch_size: int, *, precision: str = "float32", approach=None) -> float:
     """Mean loss per reply token over `records`, with the training stage's formatting and masking.
 
     Examples are encoded exactly as for training (truncated replies count their kept tokens; an
@@ -261,5 +284,6 @@ def validation_loss(model, tokenizer, records: list[dict], system_prompt: str | 
     does not depend on batch_size beyond float rounding. NaN when no reply token remains.
     """
     encoded = encode_records(tokenizer, records, system_prompt, max_length, source="validation records")
-    losses = example_losses(model, encoded.examples, tokenizer.pad_token_id, batch_size, precision=precision)
+    losses = example_losses(model, encoded.examples, tokenizer.pad_token_id, batch_size, precision=precision,
+                            approach=approach)
     return mean_loss(*loss_sums(losses))

@@ -1,0 +1,26 @@
+"""LoRA on the query and value projections, as in the paper's equations 1-3 (peft LoraConfig).
+
+Trained token rows (`train.trainable_tokens`) ride on peft's TrainableTokens, saved in the adapter
+file; on a tied embedding they are rows of the head too."""
+from __future__ import annotations
+
+from daug.approaches import register
+from daug.approaches.base import Approach
+
+
+@register
+class LoraQV(Approach):
+    name = "lora-qv"
+    trains_token_rows = True
+
+    def wrap(self, model, token_ids: list[int]):
+        from peft import LoraConfig, get_peft_model
+
+        p = self.params
+        config = LoraConfig(r=p["r"], lora_alpha=p["alpha"], lora_dropout=p["dropout"],
+                            target_modules=list(p["target_modules"]), bias="none", task_type="CAUSAL_LM",
+                            trainable_token_indices=list(token_ids) or None)
+        return get_peft_model(model, config)
+
+    def card_tags(self) -> list[str]:
+        return ["lora", self.name]
