@@ -52,14 +52,10 @@ def adapter_dir(params: dict, tmp: Path) -> tuple[Path, str]:
     trained = REPO / "models/adapters" / DATASET / "none"
     if (trained / "adapter_config.json").exists():
         return trained, f"trained adapter {trained.relative_to(REPO)}"
-    from peft import LoraConfig, get_peft_model
-
+    from daug.approaches import from_params
     from daug.basemodel import load_model
 
-    lora = params["lora"]
-    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                        target_modules=lora["target_modules"], task_type="CAUSAL_LM")
-    get_peft_model(load_model(REPO / "models/base"), config).save_pretrained(tmp / "adapter")
+    from_params(params, "lora-qv").wrap(load_model(REPO / "models/base"), []).save_pretrained(tmp / "adapter")
     return tmp / "adapter", "fresh LoRA adapter (no trained one in models/adapters yet)"
 
 
@@ -81,13 +77,15 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
+    from daug.approaches import from_params
     from daug.evaluate import load, predict
 
     system = params["datasets"][DATASET]["system_prompt"]
     records = test_records(args.prompts)
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
         adapter, what = adapter_dir(params, Path(tmp))
-        model, tok = load(REPO / "models/base", adapter, params["model"], dtype=ev["dtype"])
+        approach = from_params(params, "lora-qv")
+        model, tok = load(REPO / "models/base", adapter, params["model"], dtype=ev["dtype"], approach=approach)
         print(f"{len(records)} {DATASET} test prompts, max_new_tokens {args.max_new_tokens}, dtype {ev['dtype']}, "
               f"{torch.get_num_threads()} threads; {what}", flush=True)
 
@@ -106,12 +104,13 @@ def main() -> int:
         _, _, small_cpu = timed(lambda: run(model, args.batch_size, small, args.fp32_new_tokens))
         del model
 
-        peft_model, _ = load(REPO / "models/base", adapter, params["model"], merge=False, dtype=ev["dtype"])
+        peft_model, _ = load(REPO / "models/base", adapter, params["model"], merge=False, dtype=ev["dtype"],
+                             approach=approach)
         _, u_wall, u_cpu = timed(lambda: run(peft_model, args.batch_size))
         print(f"batched, unmerged:   wall {u_wall:7.1f} s  cpu {u_cpu:7.1f} s", flush=True)
         del peft_model
 
-        fp32, _ = load(REPO / "models/base", adapter, params["model"], dtype="float32")
+        fp32, _ = load(REPO / "models/base", adapter, params["model"], dtype="float32", approach=approach)
         batched32, _, small32_cpu = timed(lambda: run(fp32, args.batch_size, small, args.fp32_new_tokens))
         same32 = sum(a == b for a, b in zip(batched32, one_at_a_time(fp32, small, args.fp32_new_tokens))) / len(small)
 

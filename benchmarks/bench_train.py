@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 from daug.basemodel import load_tokenizer  # noqa: E402
 from daug.io import read_records  # noqa: E402
 from daug.training.data import IGNORE, Example, batch_schedule, collate, encode_records  # noqa: E402
-from daug.training.loop import lora_model  # noqa: E402
+from daug.approaches import get_approach  # noqa: E402
+from daug.training.loop import trainable_model  # noqa: E402
 from daug.training.loss import ReplyLoss, autocast  # noqa: E402
 
 TARGET = 3.0
@@ -70,7 +71,8 @@ class Recipe:
     """One way of training: its own model and optimizer; step(examples) trains on them, timed."""
 
     def __init__(self, base: str, precision: str, baseline: bool):
-        self.model = lora_model(base, {"dtype": "float32"}, LORA, 0, precision, torch.device("cpu")).train()
+        self.model = trainable_model(base, {"dtype": "float32"}, get_approach("lora-qv", LORA), [], 0, precision,
+                                     torch.device("cpu")).train()
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
         self.loss_fn = ReplyLoss(self.model)
         self.precision, self.baseline = precision, baseline

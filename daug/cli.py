@@ -37,6 +37,7 @@ COMMANDS = {
     "score": ("daug.scoring", "score predictions (BLEU, ROUGE-1/2/L with 95%% CIs)"),
     "compare": ("daug.compare", "paired comparison of two runs' per-example scores (difference, CI, p, Holm)"),
     "report": ("daug.report", "render the study report"),
+    "stages": ("daug.runs", "list the DVC stages of the selected runs (a worker's share with --shard K/N)"),
 }
 
 

@@ -363,7 +363,7 @@ def samples(result: dict, n: int = 5):
 
 def add_arguments(parser) -> None:
     from daug.cli import stage_arguments
-    from daug.paths import ADAPTERS, BASE_MODEL, PREPARED
+    from daug.paths import ADAPTERS, BASE_MODEL, PREPARED, RESULTS
 
     stage_arguments(parser, run=True)
     parser.add_argument("--base", help=f"base model directory (default: {BASE_MODEL})")
@@ -372,8 +372,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test", help=f"test records (default: {PREPARED}/DATASET/test.jsonl)")
     parser.add_argument("--val", help=f"validation records (default: {PREPARED}/DATASET/val.jsonl)")
     parser.add_argument("--out", dest="out_dir", help="directory for the metrics, predictions and test losses "
-                                                      "(default: reports/PROFILE/eval)")
-    parser.add_argument("--timings", help="timings file (default: reports/PROFILE/timings/evaluate-RUN.json)")
+                                                      f"(default: {RESULTS}/PROFILE/eval)")
+    parser.add_argument("--timings", help=f"timings file (default: {RESULTS}/PROFILE/timings/evaluate-RUN.json)")
 
 
 def run(args) -> int:

@@ -84,7 +84,8 @@ def run_notebook(src: str | Path, out: str | Path, parameters: dict | None = Non
 
 def add_arguments(parser) -> None:
     parser.add_argument("src", help="notebook to run (notebooks/NAME.ipynb)")
-    parser.add_argument("out", help="executed copy (reports/<profile>/notebooks/NAME.ipynb); an .html is written beside it")
+    parser.add_argument("out", help="executed copy (Paths.notebook: results/<profile>/notebooks/NAME.ipynb); an .html "
+                                    "is written beside it")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a value for the notebook's parameters cell (repeatable)")
 

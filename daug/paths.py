@@ -3,6 +3,13 @@
 dvc.yaml spells the same paths with ${...} templates (DVC reads YAML, not Python);
 tests/test_paths.py resolves dvc.yaml for each profile and fails when the two disagree.
 
+Two trees per profile. `results/<profile>/` holds what the stages write (per-run metrics, losses,
+predictions, curves, timings, executed notebooks): DVC-cached outputs, so a stage whose params,
+code and inputs are unchanged is restored from DVC's run-cache instead of re-run, also on another
+machine through a shared DVC remote (README, "Many machines"). `reports/<profile>/` is what git
+versions: the report stage writes the study there and publishes a copy of `results/<profile>/`
+beside it (`PUBLISHED`), so the committed run can be read and audited without DVC.
+
 A per-run stage writes the files of one key of daug/runs.py: augment those of an `Augmentation`
 (dataset, method, size), train and evaluate those of a `Run` (all the axes). The key's `name` is
 the file stem and its `folder` the adapters' folder, so runs of today's grid keep today's paths.
@@ -29,6 +36,10 @@ RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 AUGMENTED = Path("data/augmented")
 ADAPTERS = Path("models/adapters")
+RESULTS = Path("results")
+REPORTS = Path("reports")
+# The folders of results/<profile>/ that the report stage copies into reports/<profile>/ (git).
+PUBLISHED = ("augment", "train", "eval", "timings", "notebooks")
 BASE_MODEL = Path("models/base")
 PARAMS = Path("params.yaml")
 
@@ -96,40 +107,52 @@ class Paths:
         return self.root / "runs" / self.profile / run.folder / seed_dir(seed)
 
     def reports(self, *parts: str) -> Path:
-        return self.root / "reports" / self.profile / Path(*parts)
+        """The git-versioned tree: the study, and the published copy of `results` (PUBLISHED)."""
+        return self.root / REPORTS / self.profile / Path(*parts)
+
+    def results(self, *parts: str) -> Path:
+        """The stages' own outputs (DVC-cached, restorable from the run-cache)."""
+        return self.root / RESULTS / self.profile / Path(*parts)
+
+    def published(self, path: Path) -> Path:
+        """Where the report stage publishes a file of `results` (its copy in `reports`)."""
+        return self.reports(Path(path).relative_to(self.results()))
 
     def augment_metrics(self, aug: Augmentation) -> Path:
-        return self.reports("augment", f"{aug.name}.json")
+        return self.results("augment", f"{aug.name}.json")
 
     def train_curve(self, run: Run) -> Path:
-        return self.reports("train", f"{run.name}.csv")
+        return self.results("train", f"{run.name}.csv")
 
     def train_metrics(self, run: Run) -> Path:
-        return self.reports("train", f"{run.name}.json")
+        return self.results("train", f"{run.name}.json")
 
     def val_losses(self, run: Run) -> Path:
         """Per-example validation loss of every seed at its best and at its last evaluation."""
-        return self.reports("train", f"{run.name}.val.jsonl")
+        return self.results("train", f"{run.name}.val.jsonl")
 
     def eval_metrics(self, run: Run) -> Path:
-        return self.reports("eval", f"{run.name}.json")
+        return self.results("eval", f"{run.name}.json")
 
     def predictions(self, run: Run) -> Path:
         """Generated replies with their scores and degeneration flags, one line per seed x prompt."""
-        return self.reports("eval", f"{run.name}.predictions.jsonl")
+        return self.results("eval", f"{run.name}.predictions.jsonl")
 
     def test_losses(self, run: Run) -> Path:
         """The primary endpoint: per-example test loss, one line per seed x test example."""
-        return self.reports("eval", f"{run.name}.losses.jsonl")
+        return self.results("eval", f"{run.name}.losses.jsonl")
 
     def timings(self, stage: str, key: Run | Augmentation) -> Path:
         """A stage run's wall times: not a DVC metric, so `dvc metrics diff` shows results only."""
-        return self.reports("timings", f"{run_name(stage, key.name)}.json")
+        return self.results("timings", f"{run_name(stage, key.name)}.json")
 
     def notebook(self, stage: str, key: str | None = None, suffix: str = ".ipynb") -> Path:
         """The executed copy of a stage's notebook (suffix .ipynb) or its HTML rendering (.html);
-        `key`: the dataset (prepare) or the run's name (augment, train, evaluate)."""
-        return self.reports("notebooks", run_name(stage, key) + suffix)
+        `key`: the dataset (prepare) or the run's name (augment, train, evaluate). The report's own
+        lives beside the study; every other stage's in `results` (published to `reports`)."""
+        if stage == "report":
+            return self.reports(f"report{suffix}")
+        return self.results("notebooks", run_name(stage, key) + suffix)
 
     def study_html(self) -> Path:
         return self.reports("study.html")
@@ -171,9 +194,9 @@ class Paths:
             io["metrics"] = [self.eval_metrics(key)]
         elif stage == "report":
             # whole folders: DVC then orders the report after every run that writes into them
-            io["inputs"] = [self.root / PREPARED, self.root / AUGMENTED,
-                            *(self.reports(folder) for folder in ("augment", "train", "eval"))]
-            io["outs"] = [self.study_html(), self.study_md(), self.figures(), *notebooks]
+            io["inputs"] = [self.root / PREPARED, self.root / AUGMENTED, self.results()]
+            io["outs"] = [self.study_html(), self.study_md(), self.figures(), *notebooks,
+                          *(self.reports(folder) for folder in PUBLISHED)]
         else:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
         return io

@@ -247,3 +247,44 @@ def train_params(params: dict, run: Run) -> dict:
     if run.schedule not in schedules:
         raise DaugError(f"unknown schedule {run.schedule!r}; params `schedules` define: {', '.join(schedules)}")
     return deep_merge(params.get("train") or {}, schedules[run.schedule] or {})
+
+
+def shard(params: dict, index: int, count: int) -> list[str]:
+    """The DVC stages of worker `index` of `count` (0-based): every `count`-th active run's augment,
+    train and evaluate stages, and every `count`-th dataset's base-model evaluation. Upstream
+    stages (prepare, base_model) come with any target (`dvc repro` runs or restores them); the
+    report is the assembly step, left to the machine that pulls everything back."""
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+        raise DaugError(f"--shard {index}/{count}: expected K/N with 0 <= K < N")
+    grid, runs = Grid.of(params), active_runs(params)
+    stages: list[str] = []
+    for i, run in enumerate(runs):
+        if i % count == index:
+            stages += [f"augment@{run.augmentation.name}", f"train@{run.name}", f"evaluate@{run.name}"]
+    stages += [f"evaluate_base@{ds}" for i, ds in enumerate(grid.datasets) if i % count == index]
+    return list(dict.fromkeys(stages))  # an augmentation two runs share is one stage
+
+
+# --- CLI: `python -m daug stages` ------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    from daug.params import PARAMS_FILE
+
+    parser.add_argument("--shard", metavar="K/N", help="only worker K's share of N (0 <= K < N), e.g. 0/2")
+    parser.add_argument("--params", default=str(PARAMS_FILE), metavar="FILE", help=f"parameters file (default: {PARAMS_FILE})")
+
+
+def run(args) -> int:
+    from daug.params import load
+
+    params = load(args.params)
+    if args.shard:
+        k, _, n = args.shard.partition("/")
+        try:
+            index, count = int(k), int(n)
+        except ValueError:
+            raise DaugError(f"--shard {args.shard!r}: expected K/N, e.g. 0/2") from None
+        print(" ".join(shard(params, index, count)))
+    else:
+        print(" ".join(shard(params, 0, 1)))
+    return 0

@@ -98,7 +98,7 @@ def exposure(batches: list[list[int]], train: Encoded, records: list[dict], step
 
 def summarize(progress: dict, seed: int, batches: list[list[int]], train: Encoded, val: Encoded,
               records: list[dict], cfg, trainable_tokens: list[str], world: int) -> dict:
-    """One seed's metrics (reports/<p>/train/<ds>-<m>.json holds one of these per seed)."""
+    """One seed's metrics (Paths.train_metrics holds one of these per seed)."""
     log = progress["log"]
     vals = [r for r in log if r["split"] == "val"]
     trains = [r for r in log if r["split"] == "train"]
@@ -249,10 +249,10 @@ def stage(params: dict, run, **overrides) -> dict:
 
 def add_arguments(parser) -> None:
     from daug.cli import stage_arguments
-    from daug.paths import ADAPTERS, AUGMENTED, BASE_MODEL, PREPARED
+    from daug.paths import ADAPTERS, AUGMENTED, BASE_MODEL, PREPARED, RESULTS
 
     stage_arguments(parser, run=True)
-    p = "reports/PROFILE/train/RUN"  # Paths.train_* with the run's name for RUN
+    p = f"{RESULTS}/PROFILE/train/RUN"  # Paths.train_* with the run's name for RUN
     helps = {"data": f"training records (default: {AUGMENTED}/DATASET/<augmentation>.jsonl)",
              "val": f"validation records (default: {PREPARED}/DATASET/val.jsonl)",
              "base": f"base model dir (default: {BASE_MODEL})",
@@ -260,7 +260,7 @@ def add_arguments(parser) -> None:
              "runs": "checkpoints dir, one seed-<k> folder per training seed (default: runs/PROFILE/<run folder>)",
              "report_csv": f"loss log (default: {p}.csv)", "report_json": f"summary metrics (default: {p}.json)",
              "report_val": f"per-example val losses (default: {p}.val.jsonl)",
-             "report_timings": "timings (default: reports/PROFILE/timings/train-RUN.json)"}
+             "report_timings": f"timings (default: {RESULTS}/PROFILE/timings/train-RUN.json)"}
     for name in PATH_OPTIONS:
         parser.add_argument(f"--{name.replace('_', '-')}", help=helps[name])
 

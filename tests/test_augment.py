@@ -333,12 +333,12 @@ def test_stage_writes_the_dvc_outputs(tmp_path, monkeypatch, smoke_params, recor
     out = read_records("data/augmented/zhenhuan/rd.jsonl")
     n = smoke_params["augment"]["max_records"]
     assert len(out) == 2 * n and doc["counts"]["n_source"] == n
-    metrics = json.loads((tmp_path / "reports/smoke/augment/zhenhuan-rd.json").read_text(encoding="utf-8"))
+    metrics = json.loads((tmp_path / "results/smoke/augment/zhenhuan-rd.json").read_text(encoding="utf-8"))
     for key in ("dataset", "method", "backend", "params", "counts", "fidelity", "edit_rate", "copy_rate",
                 "distinct_1", "distinct_2", "self_bleu"):
         assert key in metrics
     assert "seconds" not in metrics and "timings" not in metrics  # results only: timings have their own file
-    timings = json.loads((tmp_path / "reports/smoke/timings/augment-zhenhuan-rd.json").read_text(encoding="utf-8"))
+    timings = json.loads((tmp_path / "results/smoke/timings/augment-zhenhuan-rd.json").read_text(encoding="utf-8"))
     assert timings == doc["timings"] and timings["seconds"] >= 0
     assert metrics["counts"]["n_unchanged"] == sum(r["unchanged"] for r in out)
     with pytest.raises(DaugError, match=r"no augmentation 'zhenhuan-ri' in params \(those of study 'paper': zhenhuan-none, "):

@@ -117,19 +117,33 @@ def test_timings_are_outs_never_metrics(tmp_path):
     stages, params = resolved_stages("smoke", tmp_path)
     for stage in stages.values():
         for out in stage.outs:
-            if "/timings/" in out.def_path:
-                assert not out.metric and not out.plot and not out.use_cache, out.def_path
+            if "/timings/" in out.def_path and out.def_path.startswith("results/"):
+                assert not out.metric and not out.plot and out.use_cache, out.def_path
+
+
+def test_every_stage_but_the_report_can_be_restored_from_the_run_cache(tmp_path):
+    """DVC's run-cache skips a stage with any `cache: false` out: every out before the report is
+    cached (results/), and the report publishes them to reports/ for git."""
+    stages, _ = resolved_stages("smoke", tmp_path)
+    for name, stage in stages.items():
+        cached = {o.def_path: o.use_cache for o in stage.outs}
+        if name == "report":
+            assert not any(cached.values()) and "reports/smoke/eval" in cached, cached
+        else:
+            assert all(cached.values()) and not any(p.startswith("reports/") for p in cached), (name, cached)
 
 
 def test_a_run_is_named_once(smoke_params):
     p = Paths("smoke")
     run = Grid.of(smoke_params).run("zhenhuan", "rd")
     assert run.name == "zhenhuan-rd" and run_name("augment", run.augmentation.name) == "augment-zhenhuan-rd"
-    assert p.notebook("augment", run.augmentation.name, ".html") == Path("reports/smoke/notebooks/augment-zhenhuan-rd.html")
+    assert p.notebook("augment", run.augmentation.name, ".html") == Path("results/smoke/notebooks/augment-zhenhuan-rd.html")
+    assert p.published(p.notebook("augment", run.augmentation.name)) == Path("reports/smoke/notebooks/augment-zhenhuan-rd.ipynb")
+    assert p.notebook("report") == Path("reports/smoke/report.ipynb")  # the report's own, beside the study
     assert p.adapters(run) == Path("models/adapters/zhenhuan/rd")
     assert p.adapter(run, 1) == Path("models/adapters/zhenhuan/rd/seed-1")
     assert p.runs(run, 0) == Path("runs/smoke/zhenhuan/rd/seed-0")
-    assert Paths("cpu", Path("/x")).eval_metrics(Grid.of(smoke_params).run("paimon", "bt")) == Path("/x/reports/cpu/eval/paimon-bt.json")
+    assert Paths("cpu", Path("/x")).eval_metrics(Grid.of(smoke_params).run("paimon", "bt")) == Path("/x/results/cpu/eval/paimon-bt.json")
 
 
 def test_the_base_model_is_evaluated_like_a_method_without_an_adapter(smoke_params):
@@ -138,11 +152,11 @@ def test_the_base_model_is_evaluated_like_a_method_without_an_adapter(smoke_para
     assert notebook_source("evaluate_base") == notebook_source("evaluate") == Path("notebooks/evaluate.ipynb")
     assert base["inputs"] == [i for i in method["inputs"] if i != p.adapters(grid.run("paimon", "rd"))]
     assert base["outs"] == [p.test_losses(grid.base("paimon")), p.predictions(grid.base("paimon")),
-                            Path("reports/cpu/notebooks/evaluate-paimon-base.ipynb"),
-                            Path("reports/cpu/notebooks/evaluate-paimon-base.html"),
-                            Path("reports/cpu/timings/evaluate-paimon-base.json")]
-    assert base["metrics"] == [Path("reports/cpu/eval/paimon-base.json")]
-    assert p.test_losses(grid.run("paimon", "rd")) == Path("reports/cpu/eval/paimon-rd.losses.jsonl")
+                            Path("results/cpu/notebooks/evaluate-paimon-base.ipynb"),
+                            Path("results/cpu/notebooks/evaluate-paimon-base.html"),
+                            Path("results/cpu/timings/evaluate-paimon-base.json")]
+    assert base["metrics"] == [Path("results/cpu/eval/paimon-base.json")]
+    assert p.test_losses(grid.run("paimon", "rd")) == Path("results/cpu/eval/paimon-rd.losses.jsonl")
     assert grid.base("paimon").name == f"paimon-{BASE}"
 
 

@@ -19,8 +19,10 @@ import pytest
 
 from daug import DaugError
 from daug.io import read_records, write_json, write_jsonl
-from daug.report import build_report, claims
+from daug.paths import Paths
+from daug.report import build_report, claims, publish
 from daug.report.load import Study
+from daug.runs import Grid
 from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
 from tests.conftest import REPO
 
@@ -118,7 +120,7 @@ def write_study(root: Path, params: dict) -> None:
     """Stage outputs for every dataset x method of `params`, as the pipeline would leave them."""
     from daug.prepare import prepare_file
 
-    reports = root / "reports" / params["profile"]
+    reports = root / "results" / params["profile"]  # the stages' outputs (daug/paths.py: Paths.results)
     for ds, entry in params["datasets"].items():
         raw = read_records(REPO / entry["file"])[:200]
         write_json(root / "raw" / f"{ds}.json", raw)
@@ -163,6 +165,7 @@ def built(tmp_path_factory, study_params):
     root = tmp_path_factory.mktemp("study")
     write_study(root, study_params)
     report = build_report("smoke", study_params, root / "reports/smoke", root=root)
+    publish(Paths("smoke", root))  # as the report stage does: the notebooks it links sit beside it
     return root, report
 
 
@@ -245,7 +248,7 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     assert "local / models/base" in html  # backend provenance of model-based methods
     assert "<td>yes</td>" in html  # curation: every input record accounted for
     # sample replies from training seed 0, Chinese text verbatim, in both formats
-    sample = [p for p in read_records(out / "eval/zhenhuan-rd.predictions.jsonl") if p["seed"] == 0]
+    sample = [p for p in read_records(root / "results/smoke/eval/zhenhuan-rd.predictions.jsonl") if p["seed"] == 0]
     shown = [p for p in sample if f"<td>{p['prediction']}</td>" in html]
     assert len(shown) == study_params["report"]["samples"]
     md = report.markdown.read_text(encoding="utf-8")
@@ -285,7 +288,7 @@ def test_missing_outputs_are_named_or_listed(built, study_params, tmp_path):
     root, _ = built
     params = copy.deepcopy(study_params)
     params["studies"]["paper"]["methods"] = METHODS + ["expand"]
-    with pytest.raises(DaugError, match=r"reports/smoke/augment/zhenhuan-expand\.json"):
+    with pytest.raises(DaugError, match=r"results/smoke/augment/zhenhuan-expand\.json"):
         build_report("smoke", params, tmp_path / "strict", root=root)
     params["report"] = {**params["report"], "strict": False, "formats": ["png"], "tsne": {"n_train": 3, "n_val": 2}}
     report = build_report("smoke", params, tmp_path / "lenient", root=root)
@@ -299,7 +302,7 @@ def test_bad_per_example_line_names_file_and_line(built, study_params, tmp_path)
     root, _ = built
     copy_root = tmp_path / "copy"
     shutil.copytree(root, copy_root)
-    path = copy_root / "reports/smoke/eval/paimon-rd.losses.jsonl"
+    path = copy_root / "results/smoke/eval/paimon-rd.losses.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines()
     lines[2] = lines[2].replace('"loss": ', '"loss": "x", "was": ')
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -400,7 +403,7 @@ def test_wall_times_come_from_the_executed_stage_notebooks(built, html):
     from daug.report import provenance
 
     root, report = built
-    stage_times = provenance.stage_seconds(root / "reports/smoke/notebooks")
+    stage_times = provenance.stage_seconds(root / "results/smoke/notebooks")
     times = provenance.wall_times(report.study, stage_times).set_index(["dataset", "method"])
     assert times.loc[("zhenhuan", "rd"), "train"] == 90.0  # the notebook's wall time, not the metrics'
     assert times.loc[("zhenhuan", "none"), "train"] == 40.0  # no notebook: the stage's timings file, once per run
@@ -413,3 +416,28 @@ def test_a_run_without_every_training_seed_is_a_clear_error(built, study_params,
     params = {**study_params, "train": {**study_params["train"], "seeds": [0, 1, 2]}}
     with pytest.raises(DaugError, match=r"zhenhuan-none\.losses\.jsonl: training seeds \[0, 1\], params train.seeds \[0, 1, 2\]"):
         build_report("smoke", params, tmp_path, root=root)
+
+
+def test_the_stages_outputs_are_published_beside_the_report_for_git(built, study_params, tmp_path):
+    """results/<profile>/ (DVC-cached) is copied into reports/<profile>/ (git), folder by folder,
+    exactly: a published file whose result is gone goes too."""
+    import shutil
+
+    from daug.paths import PUBLISHED
+
+    root, _ = built
+    copy_root = tmp_path / "copy"
+    shutil.copytree(root / "results", copy_root / "results")
+    paths = Paths("smoke", copy_root)
+    stale = paths.reports("eval", "zhenhuan-gone.json")
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}", encoding="utf-8")
+    (paths.results("eval") / ".gitignore").write_text("/x\n", encoding="utf-8")  # DVC's, not published
+    done = publish(paths)
+    assert {d.name for d in done} == {f for f in PUBLISHED if paths.results(f).exists()}
+    for folder in done:
+        source = paths.results(folder.name)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in source.iterdir() if p.name != ".gitignore")
+    assert not stale.exists()
+    losses = paths.test_losses(Grid.of(study_params).run("paimon", "rd"))
+    assert paths.published(losses).read_bytes() == losses.read_bytes()

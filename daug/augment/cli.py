@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from daug import DaugError
+from daug.params import PARAMS_FILE
 
 
 def _max_records(text: str):
@@ -49,7 +50,7 @@ def add_arguments(parser) -> None:
                         "(params: augment.max_records)")
     parser.add_argument("--batch-size", type=int, help="jobs per method call (does not change the output)")
     parser.add_argument("--metrics", help="also write quality metrics (fidelity, diversity, counts) to this JSON")
-    parser.add_argument("--params", default="params.yaml", help="parameters file for defaults (default: params.yaml)")
+    parser.add_argument("--params", default=str(PARAMS_FILE), help=f"parameters file for defaults (default: {PARAMS_FILE})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

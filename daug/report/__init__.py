@@ -101,7 +101,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     forest = pd.concat([C.versus_reference(comparer, ds, cfg["claims"]) for ds in study.datasets], ignore_index=True)
     w = _Writer(Doc(f"Text data augmentation for LoRA character chat: study report ({profile} profile)"),
                 fig_dir, tuple(cfg["formats"]))
-    stage_times = P.stage_seconds(paths.reports("notebooks"))
+    stage_times = P.stage_seconds(paths.results("notebooks"))
 
     _provenance(w, study, params, stage_times, root, claims, cfg)
     _design(w, study, params, cfg)
@@ -283,20 +283,41 @@ def _timed(paths, grid, out_dir: Path, stage: str, ds: str, method: str, seconds
     name = grid.run(ds, method).name
     if not paths.notebook(stage, name, ".ipynb").exists():
         return text
-    rel = {s: Path(os.path.relpath(paths.notebook(stage, name, s), out_dir)).as_posix()
+    # the link points at the published copy beside the report (reports/<profile>/notebooks/)
+    rel = {s: Path(os.path.relpath(paths.published(paths.notebook(stage, name, s)), out_dir)).as_posix()
            for s in (".html", ".ipynb")}
     return link_type(text, rel[".html"], rel[".ipynb"])
 
 
 def stage(params: dict, *, root: str | Path = ".", out_dir: str | Path | None = None,
           embed: Callable | None = None) -> dict:
-    """The report stage: every run of the paper's study -> the report files of daug/paths.py (or
-    `out_dir`). Returns the Report's fields as a dict."""
+    """The report stage: every run of the paper's study -> the report files of daug/paths.py, and the
+    stages' outputs published beside them (`publish`); with `out_dir`, the report files alone, there.
+    Returns the Report's fields as a dict."""
     from daug.paths import Paths
 
     paths = Paths.of(params, root)
     report = build_report(paths.profile, params, out_dir or paths.reports(), root=root, embed=embed)
+    if out_dir is None:
+        publish(paths)
     return dict(vars(report))
+
+
+def publish(paths) -> list[Path]:
+    """Copy the stages' outputs (`results/<profile>/`, DVC-cached) into `reports/<profile>/`, the tree
+    git versions, folder by folder (daug/paths.py:PUBLISHED); a published folder holds exactly what
+    its results folder holds (files of runs no longer in params do not linger). Returns the folders."""
+    from daug.paths import PUBLISHED
+
+    done = []
+    for folder in PUBLISHED:
+        source, target = paths.results(folder), paths.reports(folder)
+        if target.exists():
+            shutil.rmtree(target)
+        if source.exists():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(".gitignore"))
+            done.append(target)
+    return done
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -305,8 +326,9 @@ def add_arguments(parser) -> None:
     from daug.cli import stage_arguments
 
     stage_arguments(parser)
-    parser.add_argument("--root", default=".", help="repository root holding data/ and reports/ (default: .)")
-    parser.add_argument("--out", default=None, help="output folder (default: <root>/reports/<profile>)")
+    parser.add_argument("--root", default=".", help="repository root holding data/, results/ and reports/ (default: .)")
+    parser.add_argument("--out", default=None, help="output folder (default: <root>/reports/<profile>, with the stages' "
+                                                    "outputs published beside the report)")
 
 
 def run(args) -> int:

@@ -25,7 +25,7 @@ from daug.records import ORIGINAL
 from daug.scoring import METRIC_LABELS, METRICS, perplexity as _perplexity  # noqa: F401  (METRIC_LABELS: re-export)
 AUGMENT_STATS = ("n_source", "n_augmented", "n_unchanged", "unchanged_rate", "copy_rate", "fidelity",
                  "edit_rate", "distinct_1", "distinct_2", "self_bleu")
-# The train stage's per-seed metrics the report shows (LAYOUT: reports/<p>/train/<ds>-<m>.json).
+# The train stage's per-seed metrics the report shows (Paths.train_metrics).
 TRAIN_FIELDS = ("max_steps", "best_step", "stop_step", "stopped_early", "val_loss_initial", "val_loss_best",
                 "val_loss_final", "records", "originals", "augmented", "examples", "passes_original_best",
                 "passes_augmented_best", "passes_original_stop", "passes_augmented_stop", "truncated", "dropped",
@@ -286,9 +286,9 @@ def expected_seeds(params: dict) -> list[int]:
     return sorted(training_seeds(params))
 
 
-def paper_study(params: dict) -> tuple[str, list[str]]:
-    """(name, methods) of the selected study whose claims are the paper's (`claims: paper`): the
-    study the report judges. Its runs must be one per dataset x method (the grid's default approach,
+def paper_study(params: dict) -> tuple[str, list[str], list[str]]:
+    """(name, datasets, methods) of the selected study whose claims are the paper's (`claims: paper`):
+    the study the report judges. Its runs must be one per dataset x method (the grid's default approach,
     size and schedule), as the paper's claims compare methods."""
     grid = Grid.of(params)
     for name in grid.selected(params.get("study") or "paper"):
@@ -298,7 +298,7 @@ def paper_study(params: dict) -> tuple[str, list[str]]:
         if len({(r.dataset, r.method) for r in runs}) != len(runs):
             raise DaugError(f"params studies.{name}: the paper's claims compare methods; list one approach, size and "
                             "schedule (or none: the grid's defaults)")
-        return name, list(dict.fromkeys(r.method for r in runs))
+        return name, list(dict.fromkeys(r.dataset for r in runs)), list(dict.fromkeys(r.method for r in runs))
     raise DaugError(f"params study {params.get('study')!r}: the report judges a study with `claims: paper`; "
                     "select one (e.g. --study paper, or all)")
 
@@ -306,8 +306,7 @@ def paper_study(params: dict) -> tuple[str, list[str]]:
 def load_study(params: dict, root: str | Path = ".") -> Study:
     """Load every output the report needs for the runs of the paper's study (`paper_study`)."""
     paths = Paths.of(params, root)
-    datasets = list(params.get("datasets") or {})
-    name, methods = paper_study(params)
+    name, datasets, methods = paper_study(params)
     grid = Grid.of(params)
     if not datasets or not methods:
         raise DaugError(f"params: the report needs `datasets` and the methods of study {name!r}")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from daug.io import stable_hash
-from daug.paths import BASE
+from daug.paths import BASE, BASE_MODEL
 from daug.report.load import AUGMENT_STATS, DEGENERATION, METRIC_LABELS, METRICS, Study
 
 COUNTS = ("input", "cleaned", "exact_duplicate", "near_duplicate", "rejected", "kept", "train", "val", "test")
@@ -318,7 +318,7 @@ def _limits(study: Study, params: dict) -> list[str]:
 
     self_made = sorted({r.method for r in study.augment.itertuples(index=False)  # model-based methods run on
                         if getattr(METHODS.get(r.method), "uses_backend", False)  # the base model itself
-                        and "models/base" in str(r.backend)})
+                        and BASE_MODEL.as_posix() in str(r.backend)})
     if self_made:
         limits.append(f"{', '.join(self_made)} are produced by the base model itself ({model.split(';')[0]}): "
                       "weak translations and paraphrases (no translation model offline), not the paper's "
