@@ -48,21 +48,14 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def config(params: dict) -> dict:
     """The `evaluate` params section with params/base.yaml's defaults filled in, checked."""
-    from daug.params import section
+    from daug.params import integer, number, one_of, require, section
 
     cfg = section(params, "evaluate")
-    for key in ("max_new_tokens", "batch_size", "loss_batch_size", "max_length"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise DaugError(f"evaluate params: {key} must be a positive integer, got {cfg[key]!r}")
-    for key in ("max_examples", "loss_examples", "val_examples"):
-        if cfg[key] is not None and (isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 0):
-            raise DaugError(f"evaluate params: {key} must be a non-negative integer or null (all), got {cfg[key]!r}")
-    if isinstance(cfg["repetition_penalty"], bool) or not isinstance(cfg["repetition_penalty"], (int, float)) \
-            or cfg["repetition_penalty"] < 1:
-        raise DaugError(f"evaluate params: repetition_penalty must be a number >= 1 (1 = none), got {cfg['repetition_penalty']!r}")
-    if cfg["dtype"] is not None and cfg["dtype"] not in DTYPES:
-        raise DaugError(f"evaluate params: dtype must be null (the model's) or one of {', '.join(DTYPES)}, got {cfg['dtype']!r}")
-    return cfg
+    positive, count = integer(1), integer(0, null=True)  # count: the first N records, null = all
+    return require("evaluate", cfg, {
+        "max_new_tokens": positive, "batch_size": positive, "loss_batch_size": positive, "max_length": positive,
+        "max_examples": count, "loss_examples": count, "val_examples": count, "bootstrap": positive,
+        "repetition_penalty": number(1), "dtype": one_of(*DTYPES, null=True), "rouge_tokenizer": one_of("char", "jieba")})
 
 
 def label(seed: int | None) -> str:

@@ -166,6 +166,48 @@ def section(params: dict, name: str, source: str = "params") -> dict:
     return deep_merge(base, given)
 
 
+# --- value rules: the one style every section's config uses after `section` checked keys and types -----
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(minimum: int = 0, null: bool = False) -> tuple:
+    """A rule: an integer >= minimum (or null, with `null`)."""
+    want = f"an integer >= {minimum}" + (" or null" if null else "")
+    return (lambda v: (null and v is None) or (isinstance(v, int) and not isinstance(v, bool) and v >= minimum)), want
+
+
+def number(low: float | None = None, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> tuple:
+    """A rule: a number in [low, high] (a bound left out is unbounded; `open_*` excludes it)."""
+    def ok(v):
+        return (_number(v) and (low is None or (v > low if open_low else v >= low))
+                and (high is None or (v < high if open_high else v <= high)))
+    bounds = f"{'(' if open_low else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{')' if open_high else ']'}"
+    return ok, f"a number in {bounds}"
+
+
+def one_of(*values, null: bool = False) -> tuple:
+    """A rule: one of `values` (or null, with `null`)."""
+    want = "one of: " + ", ".join(map(str, values)) + (" (or null)" if null else "")
+    return (lambda v: (null and v is None) or v in values), want
+
+
+def require(name: str, cfg: dict, rules: dict[str, tuple], hints: dict | None = None) -> dict:
+    """Check the values of section `name` against `rules` ({key: (ok(value) -> bool, what it must
+    be)}; a dotted key reaches into a nested section); the first that fails is a DaugError
+    `params <name>.<key>: <value>; expected <what>`, with `hints[value]` appended where given. Returns `cfg`."""
+    for key, (ok, want) in rules.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if not ok(value):
+            hint = (hints or {}).get(value) if isinstance(value, (str, int, float)) else None
+            raise DaugError(f"params {name}.{key}: {value!r}{f' ({hint})' if hint else ''}; expected {want}")
+    return cfg
+
+
 def training_seeds(params: dict) -> list[int]:
     """params `train.seeds` (base.yaml's default filled in): one adapter per seed; a DaugError
     unless it is a non-empty list of distinct integers >= 0. Train and evaluate both read it here."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daug.params import profile_name
-from daug.runs import BASE, Augmentation, Run
+from daug.runs import BASE, Augmentation, Run  # noqa: F401  (BASE: re-exported for the stages and report)
 
 # The pipeline's stages in data-flow order; each runs notebooks/<stage>.ipynb.
 STAGES = ("prepare", "base_model", "augment", "train", "evaluate", "evaluate_base", "report")

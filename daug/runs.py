@@ -33,6 +33,7 @@ from daug import DaugError
 BASE = "base"  # the untuned base model, evaluated like a method (never an augmentation method)
 ALL = "all"    # the study selector for every study
 STUDY_KEYS = ("description", "datasets", "methods", "approaches", "sizes", "schedules", "claims")
+REPORT_CLAIMS = "paper"  # the claims the report judges (daug/report/claims.py); other studies get a runs table
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,9 @@ def tables(params: dict, selector: str) -> dict:
     `augmentations` (name -> dataset, method, size), what dvc.yaml's per-run stages iterate over."""
     grid = Grid.of(params)
     runs = grid.runs(selector)
+    if not any((grid.studies[n] or {}).get("claims") == REPORT_CLAIMS for n in grid.selected(selector)):
+        raise DaugError(f"study {selector!r}: the report stage judges a study with `claims: {REPORT_CLAIMS}` and lists "
+                        f"the others beside it; select one too (e.g. --study paper,{selector})")
     augmentations = {r.augmentation.name: {"dataset": r.dataset, "method": r.method, "size": r.size,
                                            "file": r.augmentation.file_name} for r in runs}
     return {"runs": {r.name: r.axes() for r in runs}, "augmentations": augmentations}

@@ -161,3 +161,23 @@ def test_approach_params_are_checked_and_unknown_approaches_named():
     with pytest.raises(DaugError, match=r"unknown fine-tuning approach 'dora'; choose one of: lora-qv"):
         get_approach("dora")
     assert get_approach("lora-qv").params["target_modules"] == ["q_proj", "v_proj"]  # base.yaml's block
+
+
+def test_saved_weights_config_has_the_same_bytes_whatever_the_hash_seed(tiny_model_dir, tmp_path):
+    """peft writes target_modules in set order, which follows PYTHONHASHSEED: same params, same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom daug.approaches import get_approach\nfrom daug.basemodel import load_model\n"
+              "a = get_approach('lora-qv', {'target_modules': ['q_proj', 'k_proj', 'v_proj', 'o_proj']})\n"
+              "a.save(a.wrap(load_model(sys.argv[1]), []), sys.argv[2])\n")
+    configs = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"hash-{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
+        subprocess.run([sys.executable, "-c", script, str(tiny_model_dir), str(out)], env=env, check=True,
+                       capture_output=True, timeout=300)
+        configs.append((out / "adapter_config.json").read_bytes())
+    assert len(set(configs)) == 1
+    assert json.loads(configs[0])["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]

@@ -259,13 +259,13 @@ def test_bad_input_and_missing_adapters_are_clear_errors(layout, tiny_model_dir,
     with pytest.raises(DaugError, match=r"test.jsonl: record 8"):
         stage(_fp32(smoke_params), Grid.of(smoke_params).run(DATASET, METHOD), base=tiny_model_dir, test=tmp_path / "test.jsonl",
               adapter=layout / "adapters" / DATASET / METHOD, out_dir=tmp_path, progress=False)
-    with pytest.raises(DaugError, match="max_new_tokens must be a positive integer"):
+    with pytest.raises(DaugError, match=r"params evaluate.max_new_tokens: 0; expected an integer >= 1"):
         config(_params(smoke_params, max_new_tokens=0))
-    with pytest.raises(DaugError, match="loss_examples must be a non-negative integer or null"):
+    with pytest.raises(DaugError, match=r"params evaluate.loss_examples: -1; expected an integer >= 0 or null"):
         config(_params(smoke_params, loss_examples=-1))
     with pytest.raises(DaugError, match=r"evaluate.max_exmaples: unknown key; known: "):
         config(_params(smoke_params, max_exmaples=3))
-    with pytest.raises(DaugError, match="dtype must be null .* got 'fp8'"):
+    with pytest.raises(DaugError, match=r"params evaluate.dtype: 'fp8'; expected one of: float32, bfloat16, float16 \(or null\)"):
         config(_params(smoke_params, dtype="fp8"))
 
 

@@ -145,7 +145,7 @@ def test_dvc_dry_run_plans_the_paper_profile_offline(tmp_path, monkeypatch):
     planned = ran_stages(proc.stdout)
     assert planned == stage_names(repo)  # every stage planned, none skipped
     assert "base_model" in planned and any(s.startswith("train@") for s in planned)
-    assert "reports/paper/notebooks/base_model.ipynb" in proc.stdout  # the paper profile's commands
+    assert "results/paper/notebooks/base_model.ipynb" in proc.stdout  # the paper profile's commands
     # a dry run only plans: no stage ran (the hub model was never fetched), nothing was written
     assert not (repo / "models").exists() and not (repo / "data/prepared").exists()
     assert not (repo / "reports/paper").exists()

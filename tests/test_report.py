@@ -315,7 +315,7 @@ def test_unknown_report_param_is_a_clear_error(study_params, tmp_path):
     with pytest.raises(DaugError, match=r"report.sample: unknown key; known: strict, samples"):
         build_report("smoke", params, tmp_path)
     params = {**study_params, "report": {"claims": {"margin": -1}}}
-    with pytest.raises(DaugError, match="claims.margin must be a number >= 0"):
+    with pytest.raises(DaugError, match=r"params report.claims.margin: -1; expected a number in \[0, inf\]"):
         build_report("smoke", params, tmp_path)
 
 
@@ -441,3 +441,28 @@ def test_the_stages_outputs_are_published_beside_the_report_for_git(built, study
     assert not stale.exists()
     losses = paths.test_losses(Grid.of(study_params).run("paimon", "rd"))
     assert paths.published(losses).read_bytes() == losses.read_bytes()
+
+
+def test_a_second_study_gets_a_section_with_its_own_runs(built, study_params, tmp_path):
+    import shutil
+
+    root, _ = built
+    copy_root = tmp_path / "copy"
+    shutil.copytree(root, copy_root)
+    params = copy.deepcopy(study_params)
+    params["studies"]["small"] = {"description": "rd on the first 4 originals", "datasets": ["zhenhuan"],
+                                  "methods": ["rd"], "sizes": [4]}
+    params["study"] = "paper,small"
+    run = Grid.of(params).run("zhenhuan", "rd", size=4)
+    assert run.name == "zhenhuan-rd-n4"
+    paths = Paths("smoke", copy_root)
+    write_json(paths.eval_metrics(run), {"seed-0": {"test_loss": 2.5}, "seed-1": {"test_loss": 2.7}})
+    write_json(paths.train_metrics(run), {"seed-0": {"val_loss_best": 2.0}, "seed-1": {"val_loss_best": 2.2}})
+    report = build_report("smoke", params, tmp_path / "out", root=copy_root)
+    html = report.html.read_text(encoding="utf-8")
+    assert "Study: small" in html and "rd on the first 4 originals" in html
+    assert re.search(r"<td>zhenhuan-rd-n4</td>.*?<td>2\.6000</td>\s*<td>2\.5000, 2\.7000</td>\s*<td>2\.1000</td>", html,
+                     re.S)
+    paths.eval_metrics(run).unlink()
+    with pytest.raises(DaugError, match=r"study small: missing stage outputs: .*zhenhuan-rd-n4\.json"):
+        build_report("smoke", params, tmp_path / "out2", root=copy_root)

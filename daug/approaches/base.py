@@ -51,7 +51,17 @@ class Approach:
         raise NotImplementedError
 
     def save(self, model, folder: Path) -> None:
+        """PEFT format (safetensors). peft keeps `target_modules` as a set and writes it in the
+        process's string-hash order, so the same adapter's config changed bytes from run to run
+        (`PYTHONHASHSEED`); it is rewritten sorted, as peft writes the rest (indent 2, sorted keys)."""
+        import json
+
         model.save_pretrained(folder, safe_serialization=True)
+        config = Path(folder) / "adapter_config.json"
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if isinstance(data.get("target_modules"), list):
+            data["target_modules"] = sorted(data["target_modules"])
+            config.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
     def is_saved(self, folder: Path) -> bool:
         return (Path(folder) / self.saved_file).exists()

@@ -20,26 +20,16 @@ from daug import DaugError
 
 def config(params: dict) -> dict:
     """The `report` params section with params/base.yaml's defaults filled in, checked."""
-    from daug.params import section
+    from daug.params import integer, number, require, section
     from daug.scoring import METRICS
 
     cfg = section(params, "report")
     cfg["formats"] = ["png", *[f for f in cfg["formats"] if f != "png"]]
-    if not isinstance(cfg["samples"], int) or cfg["samples"] < 0:
-        raise DaugError(f"report params: samples must be a non-negative integer, got {cfg['samples']!r}")
-    claims = cfg["claims"]
-    checks = (("margin", lambda v: v >= 0, "a number >= 0"), ("alpha", lambda v: 0 < v < 1, "in (0, 1)"),
-              ("power", lambda v: 0 < v < 1, "in (0, 1)"), ("precision_target", lambda v: v > 0, "a number > 0"))
-    for key, ok, want in checks:
-        value = claims[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise DaugError(f"report params: claims.{key} must be {want}, got {value!r}")
-    if isinstance(claims["bootstrap"], bool) or not isinstance(claims["bootstrap"], int) or claims["bootstrap"] < 1:
-        raise DaugError(f"report params: claims.bootstrap must be an integer >= 1, got {claims['bootstrap']!r}")
-    unknown = [m for m in claims["secondary"] if m not in METRICS]
-    if unknown:
-        raise DaugError(f"report params: claims.secondary: unknown metric(s) {', '.join(map(str, unknown))}; "
-                        f"known: {', '.join(METRICS)}")
+    fraction = number(0, 1, open_low=True, open_high=True)
+    require("report", cfg, {
+        "samples": integer(0), "claims.margin": number(0), "claims.alpha": fraction, "claims.power": fraction,
+        "claims.precision_target": number(0, open_low=True), "claims.bootstrap": integer(1),
+        "claims.secondary": (lambda v: all(m in METRICS for m in v), f"metrics among: {', '.join(METRICS)}")})
     return cfg
 
 
@@ -109,6 +99,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     _results(w, study, cfg)
     _data(w, study, paths, cfg, seed, embed)
     _wall_times(w, study, stage_times, paths, out_dir)
+    _other_studies(w, params, paths, cfg)
     _evidence(w, study, evidence, secondary)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,6 +262,30 @@ def _evidence(w: _Writer, study, evidence, secondary) -> None:
         w.doc.heading("Missing inputs")
         w.doc.paragraph("These stage outputs were not found; the figures and claims above leave them out: "
                         + ", ".join(study.missing))
+
+
+def _other_studies(w: _Writer, params: dict, paths, cfg: dict) -> None:
+    """A section per selected study besides the paper's: its runs, their seeds and losses. (Claims
+    of their own come with the studies that make them; these sections state what was run.)"""
+    from daug.report import tables as T
+    from daug.report.load import paper_study, run_rows
+    from daug.runs import Grid
+
+    grid, (paper, _, _) = Grid.of(params), paper_study(params)
+    for name in grid.selected(params.get("study") or paper):
+        if name == paper:
+            continue
+        w.doc.heading(f"Study: {name}")
+        study = grid.studies[name] or {}
+        w.doc.paragraph(f"{study.get('description') or 'A declared set of runs'} (params `studies.{name}`). "
+                        "Test loss: the primary endpoint, mean nats per reply token over the evaluated test "
+                        "references; no verdicts in this section.", note=True)
+        rows, missing = run_rows(paths, grid.study_runs(name))
+        if missing and cfg["strict"]:
+            raise DaugError(f"study {name}: missing stage outputs: {', '.join(missing)}")
+        w.doc.table(rows.map(lambda v: T.fmt(v, 4)) if len(rows) else rows)
+        if missing:
+            w.doc.paragraph("Not found: " + ", ".join(missing), note=True)
 
 
 def _timed(paths, grid, out_dir: Path, stage: str, ds: str, method: str, seconds, link_type):

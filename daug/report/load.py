@@ -20,7 +20,7 @@ import pandas as pd
 from daug import DaugError
 from daug.io import iter_jsonl_numbered, read_json
 from daug.paths import Paths
-from daug.runs import BASE, Grid
+from daug.runs import BASE, REPORT_CLAIMS, Grid
 from daug.records import ORIGINAL
 from daug.scoring import METRIC_LABELS, METRICS, perplexity as _perplexity  # noqa: F401  (METRIC_LABELS: re-export)
 AUGMENT_STATS = ("n_source", "n_augmented", "n_unchanged", "unchanged_rate", "copy_rate", "fidelity",
@@ -292,7 +292,7 @@ def paper_study(params: dict) -> tuple[str, list[str], list[str]]:
     size and schedule), as the paper's claims compare methods."""
     grid = Grid.of(params)
     for name in grid.selected(params.get("study") or "paper"):
-        if (grid.studies[name] or {}).get("claims") != "paper":
+        if (grid.studies[name] or {}).get("claims") != REPORT_CLAIMS:
             continue
         runs = grid.study_runs(name)
         if len({(r.dataset, r.method) for r in runs}) != len(runs):
@@ -391,3 +391,21 @@ def augmented_records(paths: Paths, grid: Grid, ds: str, method: str) -> list[di
     if not path.exists():
         return []
     return [r for r in iter_jsonl(path) if r.get("method") != ORIGINAL]
+
+
+def run_rows(paths: Paths, runs: list) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run of a study (its axes, seeds, the mean test loss over seeds with each seed's,
+    the mean best validation loss), from the run's train and evaluate metrics; and the files missing."""
+    missing: list[str] = []
+    rows = []
+    for run in runs:
+        train = _read(paths.train_metrics(run), missing)
+        ev = _read(paths.eval_metrics(run), missing)
+        test = {k: m.get("test_loss") for k, m in (ev or {}).items()}
+        val = [m.get("val_loss_best") for m in (train or {}).values() if isinstance(m, dict)]
+        rows.append({"run": run.name, "dataset": run.dataset, "method": run.method, "approach": run.approach,
+                     "size": run.size, "schedule": run.schedule, "seeds": len(test) or None,
+                     "test loss (mean of seeds)": float(np.mean(list(test.values()))) if test else None,
+                     "test loss per seed": ", ".join(f"{v:.4f}" for v in test.values()) if test else None,
+                     "best val loss (mean)": float(np.mean(val)) if val else None})
+    return pd.DataFrame(rows), missing

@@ -66,20 +66,17 @@ class TrainConfig:
     @classmethod
     def from_params(cls, train: dict) -> "TrainConfig":
         """From a params `train` section (base.yaml's defaults filled in, unknown keys rejected)."""
-        from daug.params import section, training_seeds
+        from daug.params import integer, number, one_of, require, section, training_seeds
 
         cfg = cls(**section({"train": train}, "train", "params train"))
-        if cfg.precision not in PRECISIONS:
-            old = {"fp32": "float32", "bf16": "bfloat16"}.get(cfg.precision)
-            hint = f" (the old spelling of {old!r})" if old else ""
-            raise DaugError(f"params train.precision: {cfg.precision!r}{hint}; "
-                            f"expected one of: {', '.join(PRECISIONS)}")
-        if min(cfg.steps, cfg.batch_size, cfg.max_length, cfg.log_every, cfg.eval_every,
-               1 if cfg.patience is None else cfg.patience) < 1:
-            raise DaugError("params train: steps, batch_size, max_length, log_every, eval_every and patience "
-                            "must be >= 1 (patience: null for no early stopping)")
-        if cfg.passes not in PASSES:
-            raise DaugError(f"params train.passes: {cfg.passes!r}; expected one of: {', '.join(PASSES)}")
+        positive = integer(1)
+        require("train", vars(cfg), {
+            "precision": one_of(*PRECISIONS), "passes": one_of(*PASSES), "steps": positive, "batch_size": positive,
+            "micro_batch_size": integer(0), "max_length": positive, "log_every": positive, "eval_every": positive,
+            "patience": (lambda v: v is None or positive[0](v), "an integer >= 1, or null for no early stopping"),
+            "val_examples": positive, "checkpoint_every": integer(0), "warmup_steps": integer(0),
+            "learning_rate": number(0, open_low=True), "weight_decay": number(0), "max_grad_norm": number(0, open_low=True)},
+            hints={"fp32": "the old spelling of 'float32'", "bf16": "the old spelling of 'bfloat16'"})
         training_seeds({"train": {"seeds": cfg.seeds}})
         return cfg
 
