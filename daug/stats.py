@@ -26,6 +26,7 @@ and the metric's direction, so a caller cannot get the sign of a loss wrong.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Callable, Mapping
@@ -139,6 +140,88 @@ def paired_bootstrap(a, b, *, n_resamples: int, seed: int, statistic: Statistic 
 def rowwise(scalar: Callable[[np.ndarray], float]) -> Statistic:
     """A vectorised `Statistic` from a function of one summed-statistics vector (k,), e.g. corpus BLEU."""
     return lambda summed: np.apply_along_axis(scalar, -1, summed)
+
+
+# --- seed-paired inference with a pooled seed variance (issue 21) -------------------------------------
+
+@dataclass(frozen=True)
+class SeedPairedDifference:
+    """One comparison X - R (e.g. a method minus `none`) of a family that shares seeds and examples.
+
+    `diff` is the mean over seeds of the per-seed mean paired difference. Its variance has two parts:
+    the seeds' (`seed_var / n_seeds`, pooled over the family's comparisons, `df_seed` degrees of
+    freedom) and the test examples' (`example_var / n_examples`, from the seed-averaged per-example
+    differences, n - 1 df; it also holds the seed x example noise once more, so the sum is slightly
+    conservative). `df` combines them (Welch-Satterthwaite); intervals are t intervals on `df`."""
+
+    diff: float
+    se: float
+    df: float
+    seed_var: float
+    example_var: float
+    df_seed: int
+    n_seeds: int
+    n_examples: int
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        from scipy.stats import t
+
+        half = float(t.ppf(1 - alpha / 2, self.df)) * self.se
+        return self.diff - half, self.diff + half
+
+    @property
+    def p_value(self) -> float:
+        from scipy.stats import t
+
+        if self.se == 0:
+            return 1.0 if self.diff == 0 else 0.0
+        return float(2 * t.sf(abs(self.diff) / self.se, self.df))
+
+
+def seed_paired_family(x: Mapping[str, np.ndarray], reference: np.ndarray) -> dict[str, SeedPairedDifference]:
+    """Seed-paired differences of every entry of `x` against `reference`: arrays (seeds, examples) of
+    per-example values, row k of each from training seed k (the same initialisation and data order
+    in every method), columns the same test examples. Pairing by seed removes what a seed does to
+    every method alike (its block effect); the seed variance of the differences is pooled over the
+    family, so it has (comparisons x (seeds - 1)) degrees of freedom instead of seeds - 1 each."""
+    ref = np.asarray(reference, dtype=float)
+    if ref.ndim != 2 or ref.shape[0] < 2:
+        raise ValueError(f"reference: expected (seeds >= 2, examples), got shape {ref.shape}")
+    diffs = {}
+    for name, values in x.items():
+        v = np.asarray(values, dtype=float)
+        if v.shape != ref.shape:
+            raise ValueError(f"{name}: shape {v.shape}, reference {ref.shape}: the same seeds and examples")
+        diffs[name] = v - ref
+    n_seeds, n = ref.shape
+    per_seed = {name: d.mean(axis=1) for name, d in diffs.items()}
+    df_seed = len(diffs) * (n_seeds - 1)
+    seed_var = sum(float(((d - d.mean()) ** 2).sum()) for d in per_seed.values()) / df_seed
+    out = {}
+    for name, d in diffs.items():
+        example_var = float(d.mean(axis=0).var(ddof=1))
+        a, b = seed_var / n_seeds, example_var / n
+        se = math.sqrt(a + b)
+        df = (a + b) ** 2 / (a * a / df_seed + b * b / (n - 1)) if a + b > 0 else float(df_seed)
+        out[name] = SeedPairedDifference(float(per_seed[name].mean()), se, df, seed_var, example_var, df_seed,
+                                         n_seeds, n)
+    return out
+
+
+def seeds_needed(seed_sd: float, example_sd: float, n_examples: int, n_comparisons: int, half_width: float,
+                 alpha: float = 0.05, max_seeds: int = 64) -> int:
+    """The fewest training seeds whose seed-paired interval (`seed_paired_family`, at level 1 - alpha)
+    has a half-width <= `half_width`, given the seed SD of a difference, the example SD of the
+    seed-averaged per-example differences, the test examples and the comparisons sharing the seeds."""
+    from scipy.stats import t
+
+    b = example_sd ** 2 / n_examples
+    for k in range(2, max_seeds + 1):
+        a, df_seed = seed_sd ** 2 / k, n_comparisons * (k - 1)
+        df = (a + b) ** 2 / (a * a / df_seed + b * b / (n_examples - 1))
+        if float(t.ppf(1 - alpha / 2, df)) * math.sqrt(a + b) <= half_width:
+            return k
+    raise ValueError(f"more than {max_seeds} seeds needed for a half-width of {half_width}")
 
 
 # --- multiple comparisons and power --------------------------------------------------------------

@@ -1,6 +1,8 @@
 """daug.stats: paired and two-level bootstrap, Holm, MDE, verdict rules."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -262,3 +264,87 @@ def test_verdict_needs_a_margin_and_a_known_relation():
         stats.verdict("<", -0.1, 0.1, higher_is_better=True, margin=0.1)
     with pytest.raises(ValueError, match="margin"):
         stats.non_inferiority(-0.1, 0.1, margin=-1, higher_is_better=True)
+
+
+# --- seed-paired inference with a pooled seed variance -------------------------------------------------
+
+# Variance components measured in the committed cpu run (reports/cpu/eval/*.losses.jsonl, 300 test
+# examples, 8 methods - none, 2 seeds): per-example differences D[s, i] = a_i + b_s + e_si with
+# sigma_a the example effect, sigma_b the seed effect of a difference, sigma_e the seed x example noise.
+MEASURED = {"zhenhuan": {"a": 0.065, "b": 0.0055, "e": 0.078}, "paimon": {"a": 0.080, "b": 0.026, "e": 0.118}}
+
+
+def simulate_family(rng, sd: dict, seeds: int, n: int = 300, methods: int = 8, delta: float = 0.0,
+                    shared_seed_sd: float = 0.0):
+    """Per-example losses of `methods` methods and a reference, under (method - reference) = delta.
+    Every method's seed k shares `shared_seed_sd` of seed effect with the reference (a block effect)."""
+    base = rng.normal(4.3, 0.5, n)  # example difficulty, shared by every method and seed
+    block = rng.normal(0, shared_seed_sd, (seeds, 1)) if shared_seed_sd else 0.0
+    reference = base + block + rng.normal(0, 0.01, (seeds, n))
+    x = {}
+    for m in range(methods):
+        a = rng.normal(0, sd["a"], n)
+        b = rng.normal(0, sd["b"], (seeds, 1))
+        e = rng.normal(0, sd["e"], (seeds, n))
+        x[f"m{m}"] = reference + delta + a + b + e
+    return x, reference
+
+
+@pytest.mark.parametrize("dataset", sorted(MEASURED))
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_seed_paired_intervals_hold_their_level_under_no_difference(dataset, seeds):
+    """Under no true difference, with the measured variances: per comparison, the 95% interval
+    excludes 0 in at most 5% of comparisons (within Monte Carlo error) and covers the truth in at
+    least 95%; Holm over a family of 8 keeps the family-wise rate at 5%."""
+    rng = np.random.default_rng(21)
+    reps, alpha = 1500, 0.05
+    rejections = families = 0
+    for _ in range(reps):
+        x, ref = simulate_family(rng, MEASURED[dataset], seeds)
+        fam = stats.seed_paired_family(x, ref)
+        p = np.array([d.p_value for d in fam.values()])
+        rejections += int((p <= alpha).sum())
+        families += int((stats.holm(p) <= alpha).any())
+    rate, mc = rejections / (reps * 8), 3 * math.sqrt(alpha * (1 - alpha) / (reps * 8))
+    assert rate <= alpha + mc, rate               # the false-positive rate holds its level
+    assert 1 - rate >= 1 - alpha - mc              # coverage of the true 0
+    assert families / reps <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / reps), families / reps
+
+
+def test_seed_paired_intervals_cover_a_true_difference_and_not_too_widely():
+    rng = np.random.default_rng(5)
+    covered, widths = 0, []
+    for _ in range(800):
+        x, ref = simulate_family(rng, MEASURED["paimon"], 3, delta=0.04)
+        d = stats.seed_paired_family(x, ref)["m0"]
+        low, high = d.interval(0.05)
+        covered += low <= 0.04 <= high
+        widths.append((high - low) / 2)
+    assert covered / 800 >= 0.95 - 3 * math.sqrt(0.05 * 0.95 / 800)
+    assert np.mean(widths) < 0.06  # pooled df: no wider than a t interval with 16 df needs
+
+
+def test_pairing_by_seed_removes_a_shared_seed_effect():
+    """A seed that moves every method alike (same initialisation and data order) is a block effect:
+    paired on the seed it cancels, so the interval is the same with or without it; an analysis that
+    does not pair seeds would see it as noise."""
+    rng = np.random.default_rng(0)
+    x, ref = simulate_family(rng, {"a": 0.05, "b": 0.005, "e": 0.05}, 3)
+    shift = np.array([[0.3], [-0.2], [0.1]])  # a large effect of each seed on every method
+    plain = stats.seed_paired_family(x, ref)["m0"]
+    shifted = stats.seed_paired_family({k: v + shift for k, v in x.items()}, ref + shift)["m0"]
+    assert shifted.interval(0.05) == pytest.approx(plain.interval(0.05), abs=1e-12)
+    unpaired_se = math.sqrt((x["m0"] + shift).mean(axis=1).var(ddof=1) / 3 + (ref + shift).mean(axis=1).var(ddof=1) / 3)
+    assert unpaired_se > 10 * plain.se
+    assert plain.df_seed == 8 * 2 and plain.n_seeds == 3 and plain.n_examples == 300
+
+
+def test_seeds_needed_for_the_precision_target_follows_the_measured_variances():
+    """The design calculation of docs/report.md: Paimon's seed SD needs more seeds than Zhen Huan's."""
+    zh, pm = MEASURED["zhenhuan"], MEASURED["paimon"]
+    example_sd = {k: math.sqrt(v["a"] ** 2 + v["e"] ** 2 / 2) for k, v in MEASURED.items()}
+    k_zh = stats.seeds_needed(zh["b"], example_sd["zhenhuan"], 300, 8, 0.03)
+    k_pm = stats.seeds_needed(pm["b"], example_sd["paimon"], 300, 8, 0.03)
+    assert k_zh == 2 and 4 <= k_pm <= 6 and k_pm > k_zh
+    with pytest.raises(ValueError, match="more than 3 seeds"):
+        stats.seeds_needed(0.2, 0.1, 300, 8, 0.01, max_seeds=3)
