@@ -32,7 +32,7 @@ COMMANDS = {
     "prepare": ("daug.prepare", "validate, clean, deduplicate and split a raw dataset"),
     "base-model": ("daug.basemodel", "materialise the profile's base model as a plain Hugging Face copy"),
     "augment": ("daug.augment.cli", "augment a training split with one method"),
-    "train": ("daug.train", "fine-tune a LoRA adapter"),
+    "train": ("daug.train", "fine-tune one run of the grid (its approach: LoRA on q/v by default)"),
     "evaluate": ("daug.evaluate", "generate replies for the test split and score them"),
     "score": ("daug.scoring", "score predictions (BLEU, ROUGE-1/2/L with 95%% CIs)"),
     "compare": ("daug.compare", "paired comparison of two runs' per-example scores (difference, CI, p, Holm)"),

@@ -37,6 +37,7 @@ PREPARED = Path("data/prepared")
 AUGMENTED = Path("data/augmented")
 ADAPTERS = Path("models/adapters")
 RESULTS = Path("results")
+CHECKPOINTS = Path("runs")  # training checkpoints, outside DVC's outputs
 REPORTS = Path("reports")
 # The folders of results/<profile>/ that the report stage copies into reports/<profile>/ (git).
 PUBLISHED = ("augment", "train", "eval", "timings", "notebooks")
@@ -104,7 +105,7 @@ class Paths:
 
     def runs(self, run: Run, seed: int) -> Path:
         """One seed's training checkpoints (outside DVC's outputs: a killed run resumes from here)."""
-        return self.root / "runs" / self.profile / run.folder / seed_dir(seed)
+        return self.root / CHECKPOINTS / self.profile / run.folder / seed_dir(seed)
 
     def reports(self, *parts: str) -> Path:
         """The git-versioned tree: the study, and the published copy of `results` (PUBLISHED)."""

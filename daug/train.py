@@ -249,7 +249,7 @@ def stage(params: dict, run, **overrides) -> dict:
 
 def add_arguments(parser) -> None:
     from daug.cli import stage_arguments
-    from daug.paths import ADAPTERS, AUGMENTED, BASE_MODEL, PREPARED, RESULTS
+    from daug.paths import ADAPTERS, AUGMENTED, BASE_MODEL, CHECKPOINTS, PREPARED, RESULTS
 
     stage_arguments(parser, run=True)
     p = f"{RESULTS}/PROFILE/train/RUN"  # Paths.train_* with the run's name for RUN
@@ -257,7 +257,7 @@ def add_arguments(parser) -> None:
              "val": f"validation records (default: {PREPARED}/DATASET/val.jsonl)",
              "base": f"base model dir (default: {BASE_MODEL})",
              "out": f"weights dir, one seed-<k> folder per training seed (default: {ADAPTERS}/<run folder>)",
-             "runs": "checkpoints dir, one seed-<k> folder per training seed (default: runs/PROFILE/<run folder>)",
+             "runs": f"checkpoints dir, one seed-<k> folder per training seed (default: {CHECKPOINTS}/PROFILE/<run folder>)",
              "report_csv": f"loss log (default: {p}.csv)", "report_json": f"summary metrics (default: {p}.json)",
              "report_val": f"per-example val losses (default: {p}.val.jsonl)",
              "report_timings": f"timings (default: {RESULTS}/PROFILE/timings/train-RUN.json)"}
