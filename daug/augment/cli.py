@@ -40,8 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--p", type=float, help="proportion of words to edit (rd, ri, rs, sr)")
     parser.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="any other method parameter, e.g. -P top_k=10 (repeatable)")
-    parser.add_argument("--n-aug", type=int, help="augmented copies per record (params: augment.n_aug, else 1)")
-    parser.add_argument("--seed", type=int, help="seed (params: seed, else 0)")
+    parser.add_argument("--n-aug", type=int, help="augmented copies per record (default: params augment.n_aug)")
+    parser.add_argument("--seed", type=int, help="seed (default: params seed)")
     parser.add_argument("--fields", help="comma-separated fields rule methods edit (params: augment.fields)")
     parser.add_argument("--backend", help="backend for model-based methods (a key of params `backends`)")
     parser.add_argument("--dataset", help="dataset name: part of every record's seed; model methods use its "
@@ -103,8 +103,8 @@ def run(args) -> int:
         return run_stage(args)
     if args.output is None or args.method is None:
         raise DaugError("the file form needs INPUT OUTPUT --method M")
-    params = P.load(args.params) if Path(args.params).exists() else {}
-    section = params.get("augment") or {}
+    params = P.load(args.params) if Path(args.params).exists() else {}  # else: params/base.yaml's defaults
+    section = P.section(params, "augment")
     get_method(args.method)  # unknown method: fail first, with the valid choices
     dataset = None
     if args.dataset:
@@ -112,9 +112,9 @@ def run(args) -> int:
     max_records = _max_records(args.max_records) if args.max_records is not None else section.get("max_records")
     doc = augment_file(
         args.input, args.output, args.method, _method_params(args, section),
-        n_aug=args.n_aug if args.n_aug is not None else section.get("n_aug", 1),
-        seed=args.seed if args.seed is not None else params.get("seed", 0),
-        dataset=dataset, fields=args.fields or section.get("fields") or ["instruction", "output"],
+        n_aug=args.n_aug if args.n_aug is not None else section["n_aug"],
+        seed=args.seed if args.seed is not None else params.get("seed", P.defaults()["seed"]),
+        dataset=dataset, fields=args.fields or section["fields"],
         backend=args.backend, backends=params.get("backends"), batch_size=args.batch_size,
         max_records=max_records, progress=not args.quiet, metrics=args.metrics)
     c = doc["counts"]
