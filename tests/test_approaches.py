@@ -91,13 +91,27 @@ def train_and_evaluate(params, approach: str, data, tiny_model_dir, root):
     return run, summary, result
 
 
+_TRAINED: dict[str, dict] = {}  # approach -> its trained run: each approach trains once per session
+
+
+def trained_run(approach: str, smoke_params, data, tiny_model_dir, tmp_path_factory) -> dict:
+    if approach not in _TRAINED:
+        root = tmp_path_factory.mktemp(approach)
+        params = approach_params(smoke_params, LEARNING_RATES[approach])
+        run, summary, result = train_and_evaluate(params, approach, data, tiny_model_dir, root)
+        _TRAINED[approach] = {"approach": approach, "root": root, "run": run, "summary": summary, "result": result,
+                              "params": params}
+    return _TRAINED[approach]
+
+
 @pytest.fixture(scope="module", params=["toy-ia3", "toy-prompt"])
 def trained(request, smoke_params, data, tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param)
-    params = approach_params(smoke_params, LEARNING_RATES[request.param])
-    run, summary, result = train_and_evaluate(params, request.param, data, tiny_model_dir, root)
-    return {"approach": request.param, "root": root, "run": run, "summary": summary, "result": result,
-            "params": params}
+    return trained_run(request.param, smoke_params, data, tiny_model_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def prompt_tuned(smoke_params, data, tiny_model_dir, tmp_path_factory):
+    return trained_run("toy-prompt", smoke_params, data, tiny_model_dir, tmp_path_factory)
 
 
 def test_a_registered_approach_trains_saves_reloads_and_evaluates(trained):
@@ -118,22 +132,20 @@ def test_a_registered_approach_trains_saves_reloads_and_evaluates(trained):
     assert metrics["val_loss"] == pytest.approx(s["val_loss_best"], rel=1e-5)
 
 
-def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(trained, data, tiny_model_dir,
+def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(prompt_tuned, data, tiny_model_dir,
                                                                                tokenizer, smoke_params):
-    if trained["approach"] != "toy-prompt":
-        pytest.skip("prompt tuning only: its virtual tokens enter in the forward pass")
     from daug.basemodel import load_model
     from daug.evaluate import load
     from daug.training.loss import validation_loss
 
     approach = get_approach("toy-prompt")
-    model, _ = load(tiny_model_dir, trained["root"] / "weights" / "seed-0", approach=approach)
+    model, _ = load(tiny_model_dir, prompt_tuned["root"] / "weights" / "seed-0", approach=approach)
     records = read_records(data / "val.jsonl")
     system = smoke_params["datasets"]["zhenhuan"]["system_prompt"]
     tuned = validation_loss(model, tokenizer, records, system, 96, 4, approach=approach)
     base = validation_loss(load_model(tiny_model_dir), tokenizer, records, system, 96, 4)
     assert abs(tuned - base) > 1e-3  # the virtual tokens are used
-    assert tuned == pytest.approx(trained["summary"]["seed-0"]["val_loss_best"], rel=1e-4)  # as in training
+    assert tuned == pytest.approx(prompt_tuned["summary"]["seed-0"]["val_loss_best"], rel=1e-4)  # as in training
     # Without the approach, the fast loss runs the decoder stack alone and would miss them: the base loss.
     skipped = validation_loss(model, tokenizer, records, system, 96, 4)
     assert skipped == pytest.approx(base, rel=1e-5)
