@@ -110,8 +110,10 @@ class Grid:
         return parts + ([schedule] if schedule != self.schedule else [])
 
     def augmentation(self, dataset: str, method: str, size: int | None = None) -> Augmentation:
+        """The augment stage's key: named like a run of the default approach and schedule (its data
+        depend on dataset, method and size only)."""
         size = self.size if size is None else size
-        suffix = [f"n{size}"] if size != self.size and size is not None else []
+        suffix = self._suffix(self.approach, size, self.schedule)
         return Augmentation(dataset, method, size, "-".join([dataset, method, *suffix]))
 
     def run(self, dataset: str, method: str, approach: str | None = None, size: int | None = None,
