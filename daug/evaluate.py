@@ -1,6 +1,7 @@
 """Evaluation stage: per-example test loss, greedy replies scored and checked for degeneration.
 
-One run of the grid (daug/runs.py) covers every training seed of params `train.seeds` (method
+One run of the grid (daug/runs.py) covers every training seed of its dataset (`daug.params.
+training_seeds`: the dataset's `seeds`, else `train.seeds`) (method
 `base`, `daug.runs.BASE`: the untuned base model, once, seed null). For each seed:
   1. the base model with that seed's trained weights (`Paths.adapter(run, seed)`), loaded by the
      run's approach (daug/approaches/) and, where the approach merges, merged into the weights
@@ -16,11 +17,13 @@ One run of the grid (daug/runs.py) covers every training seed of params `train.s
      bench_evaluate.py). Outputs stay byte-identical for the same params, and every method is
      evaluated the same way;
   2. THE PRIMARY ENDPOINT, the per-example test loss: for each of the first `evaluate.loss_examples`
-     test records, the teacher-forced loss of its reference reply given its prompt, in mean nats per
+     test records (the dataset's own `loss_examples` when set: `daug.params.loss_examples`), the teacher-forced loss of its reference reply given its prompt, in mean nats per
      reply token, formatted, masked and truncated exactly as in training (`daug.training.loss.
      example_losses`, batched by length, `evaluate.loss_batch_size` rows at a time). A run's test
      loss is the mean over examples, each example weight 1;
-  3. greedy replies to the first `evaluate.max_examples` test prompts (`daug.generate.generate`,
+  3. for the first `evaluate.generate_seeds` training seeds (null: every seed; the secondary
+     endpoints decide nothing, and a seed's replies cost as much as its test loss), greedy replies
+     to the first `evaluate.max_examples` test prompts (`daug.generate.generate`,
      prompts as in training), scored per example (sentence BLEU, ROUGE-1/2/L, sentence chrF:
      `daug.scoring`, corpus scores with 95% bootstrap CIs) and flagged for degeneration
      (`daug.degeneration`: at the token limit, loops, leaks, empty, stray line breaks);
@@ -55,6 +58,7 @@ def config(params: dict) -> dict:
     return require("evaluate", cfg, {
         "max_new_tokens": positive, "batch_size": positive, "loss_batch_size": positive, "max_length": positive,
         "max_examples": count, "loss_examples": count, "val_examples": count, "bootstrap": positive,
+        "generate_seeds": integer(1, null=True),
         "repetition_penalty": number(1), "dtype": one_of(*DTYPES, null=True), "rouge_tokenizer": one_of("char", "jieba")})
 
 
@@ -188,32 +192,37 @@ def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed:
               for row in test_losses(model, tokenizer, loss_examples, cfg["loss_batch_size"], progress, approach)]
     seconds["test_loss"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    replies = predict(model, tokenizer, gen_records, system_prompt, cfg["max_new_tokens"], cfg["batch_size"], progress,
-                      cfg["repetition_penalty"], stop_at_newline, approach)
-    seconds["generate"] = time.perf_counter() - t
-    reply_tokens = [len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"]]
+    generated, rows = {"generated": False}, []
+    if gen_records:  # none: this seed is past evaluate.generate_seeds
+        t = time.perf_counter()
+        replies = predict(model, tokenizer, gen_records, system_prompt, cfg["max_new_tokens"], cfg["batch_size"],
+                          progress, cfg["repetition_penalty"], stop_at_newline, approach)
+        seconds["generate"] = time.perf_counter() - t
+        reply_tokens = [len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"]]
 
-    t = time.perf_counter()
-    examples = scoring.example_scores(replies, [r["output"] for r in gen_records], cfg["rouge_tokenizer"])
-    summary = scoring.summarize(examples, cfg["bootstrap"], bootstrap_seed)
-    rows = prediction_records(gen_records, replies, examples.per_example(), reply_tokens, cfg["max_new_tokens"], seed)
-    degenerate = degeneration.summary(rows, cfg["max_new_tokens"], source)
-    seconds["score"] = time.perf_counter() - t
+        t = time.perf_counter()
+        examples = scoring.example_scores(replies, [r["output"] for r in gen_records], cfg["rouge_tokenizer"])
+        summary = scoring.summarize(examples, cfg["bootstrap"], bootstrap_seed)
+        rows = prediction_records(gen_records, replies, examples.per_example(), reply_tokens, cfg["max_new_tokens"],
+                                  seed)
+        degenerate = degeneration.summary(rows, cfg["max_new_tokens"], source)
+        seconds["score"] = time.perf_counter() - t
+        summary["bootstrap_seed"] = summary.pop("seed")
+        generated = {"generated": True, **summary, "degeneration": degenerate,
+                     "replies_at_limit": degenerate["count"]["at_limit"], "max_new_tokens": cfg["max_new_tokens"],
+                     "repetition_penalty": cfg["repetition_penalty"]}
 
     t = time.perf_counter()
     val_loss = validation_loss(model, tokenizer, val_records, system_prompt, cfg["max_length"],
                                cfg["loss_batch_size"], approach=approach) if val_records else float("nan")
     seconds["val_loss"] = time.perf_counter() - t
 
-    summary["bootstrap_seed"] = summary.pop("seed")
     metrics = {
         "seed": seed, "test_loss": _mean([r["loss"] for r in losses]), "n_loss": len(losses),
         "loss_dropped": len(loss_examples.dropped), "loss_truncated": loss_examples.truncated,
         "val_loss": val_loss if math.isfinite(val_loss) else None, "perplexity": scoring.perplexity(val_loss),
-        "val_examples": len(val_records), **summary, "degeneration": degenerate,
-        "replies_at_limit": degenerate["count"]["at_limit"], "max_new_tokens": cfg["max_new_tokens"],
-        "repetition_penalty": cfg["repetition_penalty"], "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "val_examples": len(val_records), **generated,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
     return metrics, losses, rows, seconds
 
@@ -250,7 +259,7 @@ def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | P
     system_prompt = ds.get("system_prompt")
     paths = Paths.of(params)
     base = Path(base or paths.base_model())
-    seeds: list[int | None] = [None] if run.is_base else P.training_seeds(params)
+    seeds: list[int | None] = [None] if run.is_base else P.training_seeds(params, run.dataset)
     approach = None if run.is_base else approach_of(params, run.approach)
     adapters = None if run.is_base else Path(adapter or paths.adapters(run))
     test_file, val_file = Path(test or paths.prepared(run.dataset, "test")), Path(val or paths.prepared(run.dataset, "val"))
@@ -265,13 +274,13 @@ def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | P
         for seed in seeds:
             if not approach.is_saved(adapters / seed_dir(seed)):
                 raise DaugError(f"{adapters / seed_dir(seed)}: no {approach.name} weights here ({approach.saved_file} "
-                                f"missing); run the train stage first (train.seeds = {seeds})")
+                                f"missing); run the train stage first (training seeds {seeds})")
 
     seconds: dict = {}
     t = time.perf_counter()
     model_params = params.get("model") or {}
     tokenizer = load_tokenizer(base)
-    loss_examples = encode_records(tokenizer, _first(test_records, cfg["loss_examples"]), system_prompt,
+    loss_examples = encode_records(tokenizer, _first(test_records, P.loss_examples(params, run.dataset)), system_prompt,
                                    cfg["max_length"], source=str(test_file))
     four_bit = bool(model_params.get("load_in_4bit"))
     # One load per process; a 4-bit model is reloaded per seed instead (its quantised weights do not deep-copy).
@@ -285,8 +294,10 @@ def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | P
         model, _ = load(base, None if seed is None else adapters / seed_dir(seed), model_params, dtype=cfg["dtype"],
                         base_model=fresh, tokenizer=tokenizer, approach=approach)
         run_seconds = {"load": time.perf_counter() - t}
+        generates = seed is None or cfg["generate_seeds"] is None or seeds.index(seed) < cfg["generate_seeds"]
         m, loss_rows, rows, more = evaluate_model(
-            model, tokenizer, cfg, system_prompt, seed, loss_examples=loss_examples, gen_records=gen_records,
+            model, tokenizer, cfg, system_prompt, seed, loss_examples=loss_examples,
+            gen_records=gen_records if generates else [],
             val_records=val_records, bootstrap_seed=int(params.get("seed", 0)), source=str(files["predictions"]),
             progress=progress, stop_at_newline=bool(ds.get("stop_at_newline", False)), approach=approach)
         del model, fresh
@@ -315,9 +326,9 @@ def table(result: dict):
     rows = {}
     for key, m in result["metrics"].items():
         rows[key] = {"test_loss": m["test_loss"], "n_loss": m["n_loss"], "val_loss": m["val_loss"],
-                     "perplexity": m["perplexity"], "n": m["n"],
-                     **{f"{s}{part}": m[s][k] for s in METRICS for part, k in (("", "score"), (" low", "ci_low"),
-                                                                               (" high", "ci_high"))}}
+                     "perplexity": m["perplexity"], "n": m.get("n", 0),
+                     **{f"{s}{part}": m[s][k] if m.get("generated") else None
+                        for s in METRICS for part, k in (("", "score"), (" low", "ci_low"), (" high", "ci_high"))}}
     return pd.DataFrame(rows).T
 
 
@@ -326,7 +337,7 @@ def degeneration_table(result: dict):
     import pandas as pd
 
     return pd.DataFrame({key: {**m["degeneration"]["share"], "length_ratio": m["degeneration"]["length_ratio"]}
-                         for key, m in result["metrics"].items()}).T
+                         for key, m in result["metrics"].items() if m.get("generated")}).T
 
 
 def timings_table(result: dict):

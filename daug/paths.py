@@ -70,10 +70,11 @@ class Paths:
 
     profile: str
     root: Path = Path(".")
+    report_folder: str | None = None  # reports/<this>: the profile's name, or <profile>-<study> (daug.runs.tables)
 
     @classmethod
     def of(cls, params: dict, root: str | Path = ".") -> "Paths":
-        return cls(profile_name(params), Path(root))
+        return cls(profile_name(params), Path(root), params.get("report_folder"))
 
     # --- shared by every profile (DVC tracks them; switching profile re-runs the stages) ---------
 
@@ -108,8 +109,10 @@ class Paths:
         return self.root / CHECKPOINTS / self.profile / run.folder / seed_dir(seed)
 
     def reports(self, *parts: str) -> Path:
-        """The git-versioned tree: the study, and the published copy of `results` (PUBLISHED)."""
-        return self.root / REPORTS / self.profile / Path(*parts)
+        """The git-versioned tree: the study, and the published copy of `results` (PUBLISHED).
+        reports/<profile>/ for a selection that holds the paper's study; a study judged on its own
+        (the overfitting study) reports into reports/<profile>-<study>/."""
+        return self.root / REPORTS / (self.report_folder or self.profile) / Path(*parts)
 
     def results(self, *parts: str) -> Path:
         """The stages' own outputs (DVC-cached, restorable from the run-cache)."""

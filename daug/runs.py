@@ -34,6 +34,10 @@ BASE = "base"  # the untuned base model, evaluated like a method (never an augme
 ALL = "all"    # the study selector for every study
 STUDY_KEYS = ("description", "datasets", "methods", "approaches", "sizes", "schedules", "claims")
 REPORT_CLAIMS = "paper"  # the claims the report judges (daug/report/claims.py); other studies get a runs table
+# Claim sets a study may declare (`claims:`; daug/report/claims.py:CLAIM_SETS). The report judges the
+# first selected study that declares one, `paper` first; a selection without the paper's study (the
+# overfitting study on its own) reports into reports/<profile>-<study>/.
+CLAIM_SETS = ("paper", "overfitting")
 
 
 @dataclass(frozen=True)
@@ -187,12 +191,32 @@ def tables(params: dict, selector: str) -> dict:
     `augmentations` (name -> dataset, method, size), what dvc.yaml's per-run stages iterate over."""
     grid = Grid.of(params)
     runs = grid.runs(selector)
-    if not any((grid.studies[n] or {}).get("claims") == REPORT_CLAIMS for n in grid.selected(selector)):
-        raise DaugError(f"study {selector!r}: the report stage judges a study with `claims: {REPORT_CLAIMS}` and lists "
-                        f"the others beside it; select one too (e.g. --study paper,{selector})")
+    judged = judged_study(params, selector)
     augmentations = {r.augmentation.name: {"dataset": r.dataset, "method": r.method, "size": r.size,
                                            "file": r.augmentation.file_name} for r in runs}
-    return {"runs": {r.name: r.axes() for r in runs}, "augmentations": augmentations}
+    from daug.params import profile_name
+
+    profile = profile_name(params)
+    paper = (grid.studies[judged] or {}).get("claims") == REPORT_CLAIMS
+    return {"runs": {r.name: r.axes() for r in runs}, "augmentations": augmentations,
+            "report_folder": profile if paper else f"{profile}-{judged}"}
+
+
+def judged_study(params: dict, selector: str | None = None) -> str:
+    """The selected study the report judges: the first that declares `claims: paper`, else the first
+    that declares another claim set (CLAIM_SETS); the others get a section listing their runs."""
+    grid = Grid.of(params)
+    names = grid.selected(selector or params.get("study") or REPORT_CLAIMS)
+    for name in names:
+        claims = (grid.studies[name] or {}).get("claims")
+        if claims is not None and claims not in CLAIM_SETS:
+            raise DaugError(f"params studies.{name}.claims: {claims!r}; expected one of: {', '.join(CLAIM_SETS)}")
+    for wanted in (REPORT_CLAIMS, *CLAIM_SETS):
+        for name in names:
+            if (grid.studies[name] or {}).get("claims") == wanted:
+                return name
+    raise DaugError(f"study {selector!r}: the report stage judges a study that declares `claims` ({', '.join(CLAIM_SETS)}) "
+                    f"and lists the others beside it; select one too (e.g. --study paper,{selector})")
 
 
 def active_runs(params: dict) -> list[Run]:
@@ -246,13 +270,15 @@ def select(params: dict, name: str | None = None, dataset: str | None = None, me
 
 
 def train_params(params: dict, run: Run) -> dict:
-    """The `train` section a run trains with: params `train` with its schedule's overrides."""
-    from daug.params import deep_merge
+    """The `train` section a run trains with: params `train` with its schedule's overrides, and the
+    seeds of its dataset (`daug.params.training_seeds`)."""
+    from daug.params import deep_merge, training_seeds
 
     schedules = params.get("schedules") or {}
     if run.schedule not in schedules:
         raise DaugError(f"unknown schedule {run.schedule!r}; params `schedules` define: {', '.join(schedules)}")
-    return deep_merge(params.get("train") or {}, schedules[run.schedule] or {})
+    train = deep_merge(params.get("train") or {}, schedules[run.schedule] or {})
+    return {**train, "seeds": training_seeds({**params, "train": train}, run.dataset)}
 
 
 def shard(params: dict, index: int, count: int) -> list[str]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -146,13 +146,14 @@ def rowwise(scalar: Callable[[np.ndarray], float]) -> Statistic:
 
 @dataclass(frozen=True)
 class SeedPairedDifference:
-    """One comparison X - R (e.g. a method minus `none`) of a family that shares seeds and examples.
+    """One comparison X - Y of two methods scored on the same test examples by the same training seeds.
 
     `diff` is the mean over seeds of the per-seed mean paired difference. Its variance has two parts:
-    the seeds' (`seed_var / n_seeds`, pooled over the family's comparisons, `df_seed` degrees of
-    freedom) and the test examples' (`example_var / n_examples`, from the seed-averaged per-example
-    differences, n - 1 df; it also holds the seed x example noise once more, so the sum is slightly
-    conservative). `df` combines them (Welch-Satterthwaite); intervals are t intervals on `df`."""
+    the seeds' (`seed_var / n_seeds`; `seed_var` is the variance of one seed's mean difference,
+    2 x the method x seed interaction variance pooled over every method of the dataset, `df_seed`
+    degrees of freedom) and the test examples' (`example_var / n_examples`, from the seed-averaged
+    per-example differences, n - 1 df; it also holds the seed x example noise once more, so the sum
+    is slightly conservative). `df` combines them (Welch-Satterthwaite); intervals are t intervals."""
 
     diff: float
     se: float
@@ -162,6 +163,20 @@ class SeedPairedDifference:
     df_seed: int
     n_seeds: int
     n_examples: int
+    a: float = math.nan  # X's mean over seeds and examples
+    b: float = math.nan
+
+    @property
+    def n(self) -> int:
+        return self.n_examples
+
+    @property
+    def n_seeds_a(self) -> int:
+        return self.n_seeds
+
+    @property
+    def n_seeds_b(self) -> int:
+        return self.n_seeds
 
     def interval(self, alpha: float) -> tuple[float, float]:
         from scipy.stats import t
@@ -178,46 +193,97 @@ class SeedPairedDifference:
         return float(2 * t.sf(abs(self.diff) / self.se, self.df))
 
 
-def seed_paired_family(x: Mapping[str, np.ndarray], reference: np.ndarray) -> dict[str, SeedPairedDifference]:
-    """Seed-paired differences of every entry of `x` against `reference`: arrays (seeds, examples) of
-    per-example values, row k of each from training seed k (the same initialisation and data order
-    in every method), columns the same test examples. Pairing by seed removes what a seed does to
-    every method alike (its block effect); the seed variance of the differences is pooled over the
-    family, so it has (comparisons x (seeds - 1)) degrees of freedom instead of seeds - 1 each."""
-    ref = np.asarray(reference, dtype=float)
-    if ref.ndim != 2 or ref.shape[0] < 2:
-        raise ValueError(f"reference: expected (seeds >= 2, examples), got shape {ref.shape}")
-    diffs = {}
-    for name, values in x.items():
-        v = np.asarray(values, dtype=float)
-        if v.shape != ref.shape:
-            raise ValueError(f"{name}: shape {v.shape}, reference {ref.shape}: the same seeds and examples")
-        diffs[name] = v - ref
-    n_seeds, n = ref.shape
-    per_seed = {name: d.mean(axis=1) for name, d in diffs.items()}
-    df_seed = len(diffs) * (n_seeds - 1)
-    seed_var = sum(float(((d - d.mean()) ** 2).sum()) for d in per_seed.values()) / df_seed
+def _seed_matrices(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out, shape = {}, None
+    for name, v in values.items():
+        v = np.asarray(v, dtype=float)
+        if v.ndim != 2 or v.shape[0] < 2 or v.shape[1] < 2:
+            raise ValueError(f"{name}: expected (seeds >= 2, examples >= 2), got shape {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name}: values must be finite numbers")
+        if shape is not None and v.shape != shape:
+            raise ValueError(f"{name}: shape {v.shape}, others {shape}: the same seeds and examples")
+        out[name], shape = v, v.shape
+    return out
+
+
+def interaction_variance(values: Mapping[str, np.ndarray]) -> tuple[float, int]:
+    """(method x seed interaction variance of the per-seed mean values, its degrees of freedom): the
+    residual mean square of a two-way (method, seed) layout of the per-seed means, pooled over every
+    method. A seed's block effect (what it does to every method alike) is removed, as pairing does."""
+    means = np.stack([v.mean(axis=1) for v in _seed_matrices(values).values()])  # (methods, seeds)
+    methods, seeds = means.shape
+    if methods < 2:
+        raise ValueError("the seed variance is pooled over the methods of a dataset: give at least 2")
+    resid = means - means.mean(axis=1, keepdims=True) - means.mean(axis=0, keepdims=True) + means.mean()
+    df = (methods - 1) * (seeds - 1)
+    return float((resid ** 2).sum() / df), df
+
+
+def seed_paired(values: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], SeedPairedDifference]:
+    """Seed-paired differences X - Y for each (X, Y) of `pairs`. `values`: every method of one dataset,
+    arrays (seeds, examples) of per-example values, row k from training seed k (the same initialisation
+    and data order in every method), columns the same test examples. The seed is a block: each
+    difference is paired on it. The seed part of the variance is the method x seed interaction pooled
+    over all methods of `values` ((methods - 1) x (seeds - 1) df; `interaction_variance`), so it does
+    not rest on one comparison's seeds - 1 df; the example part is each comparison's own."""
+    values = _seed_matrices(values)
+    interaction, df_seed = interaction_variance(values)
+    seed_var = 2 * interaction  # of one seed's mean difference X - Y (independent interactions)
     out = {}
-    for name, d in diffs.items():
+    for x, y in pairs:
+        for name in (x, y):
+            if name not in values:
+                raise ValueError(f"{name}: not among the methods given ({', '.join(values)})")
+        d = values[x] - values[y]
+        n_seeds, n = d.shape
         example_var = float(d.mean(axis=0).var(ddof=1))
         a, b = seed_var / n_seeds, example_var / n
         se = math.sqrt(a + b)
         df = (a + b) ** 2 / (a * a / df_seed + b * b / (n - 1)) if a + b > 0 else float(df_seed)
-        out[name] = SeedPairedDifference(float(per_seed[name].mean()), se, df, seed_var, example_var, df_seed,
-                                         n_seeds, n)
+        out[(x, y)] = SeedPairedDifference(float(d.mean()), se, df, seed_var, example_var, df_seed, n_seeds, n,
+                                           float(values[x].mean()), float(values[y].mean()))
     return out
 
 
-def seeds_needed(seed_sd: float, example_sd: float, n_examples: int, n_comparisons: int, half_width: float,
-                 alpha: float = 0.05, max_seeds: int = 64) -> int:
-    """The fewest training seeds whose seed-paired interval (`seed_paired_family`, at level 1 - alpha)
-    has a half-width <= `half_width`, given the seed SD of a difference, the example SD of the
-    seed-averaged per-example differences, the test examples and the comparisons sharing the seeds."""
-    from scipy.stats import t
+def seed_mean(x: np.ndarray) -> SeedPairedDifference:
+    """One method's mean of per-example values (seeds, examples) against 0, e.g. a validation-loss rise:
+    the seed part of the variance from its own per-seed means (seeds - 1 df: a single method has no
+    interaction to pool), the example part from the seed-averaged per-example values."""
+    v = _seed_matrices({"x": x})["x"]
+    n_seeds, n = v.shape
+    seed_var = float(v.mean(axis=1).var(ddof=1))
+    example_var = float(v.mean(axis=0).var(ddof=1))
+    a, b = seed_var / n_seeds, example_var / n
+    df_seed = n_seeds - 1
+    df = (a + b) ** 2 / (a * a / df_seed + b * b / (n - 1)) if a + b > 0 else float(df_seed)
+    return SeedPairedDifference(float(v.mean()), math.sqrt(a + b), df, seed_var, example_var, df_seed, n_seeds, n,
+                                float(v.mean()), 0.0)
 
-    b = example_sd ** 2 / n_examples
+
+def seed_paired_family(x: Mapping[str, np.ndarray], reference: np.ndarray) -> dict[str, SeedPairedDifference]:
+    """`seed_paired` of every entry of `x` against `reference` (e.g. each method minus `none`), the
+    seed variance pooled over all of them and the reference."""
+    ref = "\0reference"
+    pairs = seed_paired({**x, ref: reference}, [(name, ref) for name in x])
+    return {name: pairs[(name, ref)] for name in x}
+
+
+def seeds_needed(seed_sd: float, example_sd: float, n_examples: int, n_comparisons: int, half_width: float,
+                 alpha: float = 0.05, max_seeds: int = 64, noise_sd: float = 0.0, assurance: float = 0.5) -> int:
+    """The fewest training seeds whose seed-paired interval (`seed_paired`, at level 1 - alpha) has a
+    half-width <= `half_width`, given the SD of one seed's mean difference (`seed_sd`), the example SD
+    of the per-example differences (`example_sd`) and their seed x example noise (`noise_sd`, which
+    averages over seeds), the test examples, and the comparisons whose methods pool the seed variance
+    (methods - 1: df = n_comparisons x (seeds - 1)). `assurance`: the probability that the half-width
+    reached is within the target, since the pooled seed variance is itself an estimate (0.5: the
+    typical run; 0.9: nine runs in ten)."""
+    from scipy.stats import chi2, t
+
     for k in range(2, max_seeds + 1):
-        a, df_seed = seed_sd ** 2 / k, n_comparisons * (k - 1)
+        df_seed = n_comparisons * (k - 1)
+        a = seed_sd ** 2 * float(chi2.ppf(assurance, df_seed)) / df_seed / k
+        b = (example_sd ** 2 + noise_sd ** 2 / k) / n_examples
         df = (a + b) ** 2 / (a * a / df_seed + b * b / (n_examples - 1))
         if float(t.ppf(1 - alpha / 2, df)) * math.sqrt(a + b) <= half_width:
             return k
@@ -255,8 +321,14 @@ def simultaneous_alpha(alpha: float, n_comparisons: int) -> float:
     return alpha / n_comparisons
 
 
-def minimum_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8, n_comparisons: int = 1) -> float:
-    """(z_{1 - alpha/(2m)} + z_power) * se: the true difference detected with probability `power`."""
+def minimum_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8, n_comparisons: int = 1,
+                              df: float | None = None) -> float:
+    """(z_{1 - alpha/(2m)} + z_power) * se: the true difference detected with probability `power`
+    (t quantiles on `df` degrees of freedom when the interval is a t interval)."""
+    if df is not None:
+        from scipy.stats import t
+
+        return (float(t.ppf(1 - simultaneous_alpha(alpha, n_comparisons) / 2, df)) + float(t.ppf(power, df))) * se
     z = NormalDist().inv_cdf
     return (z(1 - simultaneous_alpha(alpha, n_comparisons) / 2) + z(power)) * se
 
@@ -288,7 +360,7 @@ class Comparison:
         return {**asdict(self), "half_width": self.half_width}
 
 
-def compare_family(family: Mapping[str, BootstrapDifference], alpha: float = 0.05,
+def compare_family(family: Mapping[str, BootstrapDifference | SeedPairedDifference], alpha: float = 0.05,
                    power: float = 0.8) -> dict[str, Comparison]:
     """Comparisons of a family (e.g. one claim, or the metrics of `daug compare`), corrected together:
     Holm-adjusted p-values, Bonferroni intervals at 1 - alpha/m, MDE at the same level."""
@@ -300,8 +372,9 @@ def compare_family(family: Mapping[str, BootstrapDifference], alpha: float = 0.0
     out = {}
     for (name, d), adjusted in zip(family.items(), p_holm):
         low, high = d.interval(level_alpha)
-        out[name] = Comparison(d.a, d.b, d.diff, low, high, 1 - level_alpha, d.p_value, float(adjusted), d.se,
-                               minimum_detectable_effect(d.se, alpha, power, m), d.n, d.n_seeds_a, d.n_seeds_b)
+        mde = minimum_detectable_effect(d.se, alpha, power, m, getattr(d, "df", None))  # t quantiles for a t interval
+        out[name] = Comparison(d.a, d.b, d.diff, low, high, 1 - level_alpha, d.p_value, float(adjusted), d.se, mde,
+                               d.n, d.n_seeds_a, d.n_seeds_b)
     return out
 
 

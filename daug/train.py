@@ -65,7 +65,7 @@ def fingerprint(params: dict, run, train: dict, approach, seed: int, files: list
     seed, data, base model, training code, processes (not the other seeds: adding a seed keeps the
     finished ones' checkpoints)."""
     base_files = sorted(p for p in Path(base).rglob("*") if p.is_file())
-    train = {k: v for k, v in train.items() if k != "seeds"}
+    train = {k: v for k, v in train.items() if k not in ("seeds", "seeds_by_dataset")}
     return format(stable_hash(
         {"model": params.get("model"), "train": train, "approach": [approach.name, approach.params], "seed": seed},
         params["datasets"][run.dataset].get("system_prompt"),
@@ -214,12 +214,14 @@ def stage(params: dict, run, **overrides) -> dict:
 
     trainable_tokens = list(cfg.trainable_tokens or [])
     summaries, logs, rows, times = {}, {}, [], {}
+    initial_val = None  # the step-0 validation, computed by the first seed (daug/training/loop.py:train_loop)
     for seed in cfg.seeds:
         fp = fingerprint(params, run, train_section, approach, seed, [p["data"], p["val"]], p["base"], world)
         model = trainable_model(p["base"], params["model"], approach, trainable_tokens, seed, cfg.precision, device,
                                 tokenizer)
         progress = train_loop(model, tokenizer, train, val_enc, cfg, seed, p["runs"] / seed_dir(seed), fp,
-                              rank, world, device, approach)  # returns with the best state loaded
+                              rank, world, device, approach, initial_val)  # returns with the best state loaded
+        initial_val = initial_val or progress["val_initial"]
         summary = summarize(progress, seed, schedule(train, cfg, seed), train, val_enc, records, cfg,
                             trainable_tokens, world)
         key = seed_dir(seed)

@@ -249,7 +249,7 @@ def test_bad_input_and_missing_adapters_are_clear_errors(layout, tiny_model_dir,
         load(tiny_model_dir, layout / "adapters" / "paimon" / "rd", approach=LORA_QV)
     with pytest.raises(DaugError, match=r"needs their approach"):
         load(tiny_model_dir, layout / "adapters" / DATASET / METHOD / "seed-0")
-    with pytest.raises(DaugError, match=r"rd/seed-2: no lora-qv weights here .*train.seeds = \[0, 2\]"):
+    with pytest.raises(DaugError, match=r"rd/seed-2: no lora-qv weights here .*training seeds \[0, 2\]"):
         _stage(_fp32(smoke_params, seeds=[0, 2]), layout, tiny_model_dir, "missing")
     with pytest.raises(DaugError, match=r"train.seeds: .*expected a list of distinct integers >= 0"):
         _stage(_fp32(smoke_params, seeds=[]), layout, tiny_model_dir, "missing")
@@ -276,3 +276,25 @@ def test_load_merges_the_adapter_and_casts_to_the_evaluation_dtype(layout, tiny_
                     approach=LORA_QV)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not any("lora" in name for name, _ in model.named_parameters())  # merged: a plain model
+
+
+def test_generation_for_the_first_seeds_only_keeps_every_seeds_test_loss(fp32_run, layout, tiny_model_dir,
+                                                                          smoke_params):
+    """evaluate.generate_seeds: 1 generates replies for seed 0 only (the secondary endpoints decide
+    nothing); every seed's test loss is written as before, byte for byte, and the seed without
+    replies says so (`generated: false`), which the report's loaders accept."""
+    from daug.report.load import evaluation_rows, score_rows
+
+    params, full = fp32_run
+    one = {**params, "evaluate": {**params["evaluate"], "generate_seeds": 1}}
+    result = _stage(one, layout, tiny_model_dir, "first-seed")
+    files = _files(layout, "first-seed")
+    assert files["losses"].read_bytes() == _files(layout, "out")["losses"].read_bytes()
+    assert {r["seed"] for r in read_records(files["predictions"])} == {0}
+    metrics = json.loads(files["metrics"].read_text(encoding="utf-8"))
+    assert metrics["seed-0"]["generated"] is True and metrics["seed-1"]["generated"] is False
+    assert "bleu" not in metrics["seed-1"] and metrics["seed-1"]["test_loss"] == full["metrics"]["seed-1"]["test_loss"]
+    assert "generate" not in result["timings"]["seconds"]["seed-1"]
+    assert {r["seed"] for r in score_rows(DATASET, METHOD, metrics, files["metrics"])} == {0}
+    rows = evaluation_rows(DATASET, METHOD, metrics, files["metrics"], {})
+    assert [r["seed"] for r in rows] == [0, 1] and rows[1]["at_limit"] is None

@@ -56,3 +56,28 @@ def test_profiles_override_base_keys_and_merge_nested_ones():
 def test_unknown_profile_lists_the_choices():
     with pytest.raises(DaugError, match="choose one of: cpu, paper, smoke"):
         resolve("gpu", REPO / "params")
+
+
+def test_a_dataset_can_train_more_seeds_and_score_fewer_test_examples(smoke_params):
+    """A dataset limited by seed variance (Paimon in the cpu profile) gets its own seeds, and one
+    limited by seeds rather than examples its own test-example count; the other datasets keep
+    `train.seeds` and `evaluate.loss_examples`. The run's train section carries its dataset's seeds."""
+    from daug.params import loss_examples, training_seeds
+    from daug.runs import Grid, train_params
+
+    params = copy.deepcopy(smoke_params)
+    first, second = list(params["datasets"])[:2]
+    params["train"].update(seeds=[0, 1, 2], seeds_by_dataset={second: [0, 1, 2, 3, 4, 5]})
+    params["evaluate"].update(loss_examples=300, loss_examples_by_dataset={second: 150})
+    assert training_seeds(params, first) == [0, 1, 2] and training_seeds(params) == [0, 1, 2]
+    assert training_seeds(params, second) == [0, 1, 2, 3, 4, 5]
+    assert loss_examples(params, first) == 300 and loss_examples(params, second) == 150
+    grid = Grid.of(params)
+    assert train_params(params, grid.run(second, "none"))["seeds"] == [0, 1, 2, 3, 4, 5]
+    assert train_params(params, grid.run(first, "none"))["seeds"] == [0, 1, 2]
+    params["train"]["seeds_by_dataset"][second] = [0, 0]
+    with pytest.raises(DaugError, match=rf"params train.seeds_by_dataset.{second}: \[0, 0\]; expected a list"):
+        training_seeds(params, second)
+    params["evaluate"]["loss_examples_by_dataset"][second] = 0
+    with pytest.raises(DaugError, match=rf"evaluate.loss_examples_by_dataset.{second}: 0; expected an integer >= 1"):
+        loss_examples(params, second)

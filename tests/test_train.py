@@ -661,3 +661,26 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, smoke_para
         assert (ea, sa, ka) == (eb, sb, kb) and math.isclose(float(la), float(lb), rel_tol=1e-5)
     rows_one, rows_two = read_records(tmp_path / "one" / "val.jsonl"), read_records(tmp_path / "two" / "val.jsonl")
     assert [(r["seed"], r["id"], r["tokens"]) for r in rows_one] == [(r["seed"], r["id"], r["tokens"]) for r in rows_two]
+
+
+def test_every_seed_starts_as_the_base_model_so_one_step_0_validation_serves_all(smoke_params, tiny_model_dir,
+                                                                                tokenizer, val_file, trained):
+    """train_loop evaluates step 0 once per run and gives the result to the other seeds: that is only
+    right if every seed's fresh LoRA model scores the validation records exactly alike (B = 0, the
+    trained token rows at their pretrained values), and a trained model does not."""
+    from daug.training.loop import ReplyLoss, evaluate, trainable_model
+
+    params = tiny_params(smoke_params, dropout=0.0)
+    cfg = TrainConfig.from_params(params["train"])
+    approach = get_approach("lora-qv", params["approaches"]["lora-qv"])
+    assert approach.starts_as_base
+    val = encode_records(tokenizer, read_records(val_file), None, cfg.max_length)
+    scores = []
+    for seed in (0, 1, 7):
+        model = trainable_model(tiny_model_dir, params["model"], approach, EOT, seed, cfg.precision,
+                                torch.device("cpu"), tokenizer)
+        scores.append(evaluate(model, ReplyLoss(model, approach), val, tokenizer.pad_token_id, cfg, 0, 1))
+    assert scores[0] == scores[1] == scores[2]  # the same bytes, whatever the seed's LoRA A
+    curves = read_curve(trained["root"] / "loss.csv")
+    step0 = {seed: [loss for step, split, loss in curves[seed] if split == "val" and step == 0] for seed in SEEDS}
+    assert step0[0] == step0[1] and len(step0[0]) == 1

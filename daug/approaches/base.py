@@ -31,6 +31,9 @@ class Approach:
     # The trainable rows of `train.trainable_tokens` (the `<end_of_turn>` a pretrained model never
     # learned): approaches that cannot train them say so before any work.
     trains_token_rows: ClassVar[bool] = False
+    # The wrapped model computes the base model's function until the first step (LoRA: B starts at
+    # 0), whatever the seed: one step-0 validation then serves every seed of a run.
+    starts_as_base: ClassVar[bool] = False
     library: ClassVar[str] = "peft"            # the model card's library_name
     saved_file: ClassVar[str] = "adapter_config.json"  # what a saved folder holds (checked before loading)
     # Params of an approach that params/base.yaml does not list (one registered in a test or notebook).

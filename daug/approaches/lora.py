@@ -12,6 +12,7 @@ from daug.approaches.base import Approach
 class LoraQV(Approach):
     name = "lora-qv"
     trains_token_rows = True
+    starts_as_base = True  # peft's default init: B = 0, so B @ A adds exact zeros at step 0
 
     def wrap(self, model, token_ids: list[int]):
         from peft import LoraConfig, get_peft_model

@@ -27,7 +27,7 @@ def config(params: dict) -> dict:
     cfg["formats"] = ["png", *[f for f in cfg["formats"] if f != "png"]]
     fraction = number(0, 1, open_low=True, open_high=True)
     require("report", cfg, {
-        "samples": integer(0), "claims.margin": number(0), "claims.alpha": fraction, "claims.power": fraction,
+        "samples": integer(0), "claims.margin": number(0, open_low=True), "claims.alpha": fraction, "claims.power": fraction,
         "claims.precision_target": number(0, open_low=True), "claims.bootstrap": integer(1),
         "claims.secondary": (lambda v: all(m in METRICS for m in v), f"metrics among: {', '.join(METRICS)}")})
     return cfg
@@ -93,7 +93,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
                 fig_dir, tuple(cfg["formats"]))
     stage_times = P.stage_seconds(paths.results("notebooks"))
 
-    _provenance(w, study, params, stage_times, root, claims, cfg)
+    _provenance(w, study, params, stage_times, root, claims, evidence, cfg)
     _design(w, study, params, cfg)
     _primary(w, study, forest, cfg)
     _results(w, study, cfg)
@@ -116,19 +116,23 @@ def _check_complete(study, cfg: dict) -> None:
                         "run the pipeline first (dvc repro), or set report.strict: false")
 
 
-def _provenance(w: _Writer, study, params: dict, stage_times: dict, root, claims, cfg: dict) -> None:
-    """The provenance header, the backends, and the claims table."""
+def _provenance(w: _Writer, study, params: dict, stage_times: dict, root, claims, evidence, cfg: dict) -> None:
+    """The provenance header, the backends, the claims table and its sensitivity to the margin."""
     from daug.report import claims as C
     from daug.report import provenance as P
+    from daug.report import tables as T
 
     w.doc.heading("Provenance")
     w.doc.keyvalue(P.header(study, params, stage_times, root))
     w.doc.table(P.backends(study), "Backend (and model) that produced each method's augmentations")
     w.doc.heading("The paper's claims against this run")
     c = cfg["claims"]
-    w.doc.paragraph(C.RULE.format(bootstrap=c["bootstrap"], alpha=c["alpha"], margin=f"{c['margin']:g}",
+    w.doc.paragraph(C.RULE.format(alpha=c["alpha"], margin=f"{c['margin']:g}", rationale=c["rationale"],
                                   power=c["power"]), note=True)
     w.doc.table(claims)
+    w.doc.table(T.sensitivity(claims, evidence, c["margin"]),
+                f"Sensitivity: every claim's verdict at the registered margin ({c['margin']:g} nats/token) and at "
+                "half of it, with the comparisons whose verdict changes")
 
 
 def _design(w: _Writer, study, params: dict, cfg: dict) -> None:
@@ -148,16 +152,18 @@ def _primary(w: _Writer, study, forest, cfg: dict) -> None:
     for ds in study.datasets:
         if forest.empty or not (forest.dataset == ds).any():
             continue
-        w.figure(f"forest-{ds}", F.forest(forest, ds, target),
-                 f"{ds}: per-example test loss of each method minus none (paired over the same test examples). "
-                 "Diamond: the difference of the means over seeds; thick black: the Bonferroni-corrected interval "
+        margin = cfg["claims"]["margin"]
+        w.figure(f"forest-{ds}", F.forest(forest, ds, target, margin),
+                 f"{ds}: per-example test loss of each method minus none (paired over the same test examples and "
+                 "training seeds). Diamond: the mean difference; thick black: the Bonferroni-corrected interval "
                  "(family: the methods of this dataset); thin red: the 95% interval of the precision target; "
-                 "dots: each seed's own mean test loss minus none's mean over its seeds; grey band: "
-                 f"+/-{target:g} nats/token.")
+                 "dots: each seed's mean difference from none's same seed; grey band: the verdicts' margin "
+                 f"+/-{margin:g} nats/token; dotted: +/-{target:g}, the precision target's half-width.")
     w.doc.table(T.precision(forest, target) if not forest.empty else forest,
                 "Precision reached and power: the design target is a 95% CI half-width of at most "
-                f"{target:g} nats/token for every method - none; MDE: the smallest true difference the corrected "
-                f"interval detects with {cfg['claims']['power']:.0%} power, from the measured bootstrap SE")
+                f"{target:g} nats/token for every method - none; df: the seed-paired t interval's degrees of "
+                f"freedom; MDE: the smallest true difference the corrected interval detects with "
+                f"{cfg['claims']['power']:.0%} power")
 
 
 def _results(w: _Writer, study, cfg: dict) -> None:
@@ -238,7 +244,7 @@ def _wall_times(w: _Writer, study, stage_times: dict, paths, out_dir: Path) -> N
                     "evaluate run covers every training seed.", note=True)
     times = P.wall_times(study, stage_times)
     for stage in ("augment", "train", "evaluate"):
-        times[stage] = [_timed(paths, study.grid, out_dir, stage, d, m, v, Link)
+        times[stage] = [_timed(paths, study, out_dir, stage, d, m, v, Link)
                         for d, m, v in zip(times.dataset, times.method, times[stage])]
     times["total"] = times["total"].map(lambda v: T.fmt(v, 1))
     w.doc.table(times)
@@ -248,15 +254,18 @@ def _evidence(w: _Writer, study, evidence, secondary) -> None:
     from daug.report import tables as T
 
     w.doc.heading("Claim evidence: every comparison")
-    w.doc.paragraph("X - Y is the paired difference of the means over seeds; the corrected interval is at the "
-                    "level shown (1 - alpha/m, m comparisons in the claim); p is the two-sided bootstrap p-value, "
-                    "p_holm Holm-adjusted within the claim; SE the bootstrap standard error; MDE the minimum "
+    w.doc.paragraph("X - Y is the seed-paired difference of the means; the corrected interval is at the level "
+                    "shown (1 - alpha/m, m distinct comparisons of claims 1-3 and 5 on both datasets, one family: a "
+                    "comparison two claims share has one row per claim and the same numbers); p is the two-sided "
+                    "t p-value, p_holm Holm-adjusted within the family; SE the standard error (seed part pooled "
+                    "over the dataset's methods); df the t interval's degrees of freedom; MDE the minimum "
                     "detectable effect at the corrected level; half-width the precision reached.", note=True)
     w.doc.table(T.comparisons(evidence))
     w.doc.heading("Secondary endpoints (shown, not used for verdicts)")
-    w.doc.paragraph("The same comparisons on the generated replies (corpus BLEU from paired per-sentence "
-                    "statistics; ROUGE and chrF per-example means; 0-100, higher is better), one family per claim "
-                    "and metric; no equivalence margin (a '>=' comparison uses margin 0).", note=True)
+    w.doc.paragraph("The same comparisons on the generated replies (ROUGE and chrF per-example means, seed-paired; "
+                    "corpus BLEU from paired per-sentence statistics by the two-level bootstrap; 0-100, higher is "
+                    "better), one family per metric; no equivalence margin (a '>=' comparison uses margin 0).",
+                    note=True)
     w.doc.table(T.comparisons(secondary, 2))
     if study.missing:
         w.doc.heading("Missing inputs")
@@ -288,14 +297,15 @@ def _other_studies(w: _Writer, params: dict, paths, cfg: dict) -> None:
             w.doc.paragraph("Not found: " + ", ".join(missing), note=True)
 
 
-def _timed(paths, grid, out_dir: Path, stage: str, ds: str, method: str, seconds, link_type):
+def _timed(paths, study, out_dir: Path, stage: str, ds: str, method: str, seconds, link_type):
     """A wall time, linked to its stage notebook when that exists (relative to the report)."""
     import os
 
     from daug.report.tables import fmt
 
     text = fmt(seconds, 1)
-    name = grid.run(ds, method).name
+    run = study.run(ds, method)
+    name = run.augmentation.name if stage == "augment" and run.augmentation else run.name
     if not paths.notebook(stage, name, ".ipynb").exists():
         return text
     # the link points at the published copy beside the report (reports/<profile>/notebooks/)

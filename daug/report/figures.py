@@ -98,15 +98,19 @@ def loss_curves(study: Study) -> Figure:
 
 
 @_rc
-def forest(frame: pd.DataFrame, ds: str, target: float) -> Figure:
+def forest(frame: pd.DataFrame, ds: str, target: float, margin: float) -> Figure:
     """Each method minus `none` on per-example test loss for one dataset: the point estimate with its
-    corrected (Bonferroni) interval, the 95% interval as a thin line, one dot per training seed, the
-    design target's half-width as a band around 0."""
+    corrected (Bonferroni) interval, the 95% interval as a thin line, one dot per training seed (that
+    seed's difference from none's same seed), the verdicts' margin as a band around 0 and the design
+    target's half-width as dotted lines."""
     frame = frame[frame.dataset == ds]
     fig = new_figure(6.5, 0.45 * max(3, len(frame)) + 1.2)
     ax = fig.subplots()
     y = np.arange(len(frame))[::-1]
-    ax.axvspan(-target, target, color="#eeeeee", zorder=0, label=f"+/-{target:g} (precision target)")
+    ax.axvspan(-margin, margin, color="#e6e6e6", zorder=0, label=f"+/-{margin:g} (margin of the verdicts)")
+    for side in (-target, target):
+        ax.axvline(side, color="#888888", linewidth=0.8, linestyle=":",
+                   label=f"+/-{target:g} (precision target half-width)" if side > 0 else None)
     ax.axvline(0, color="black", linewidth=0.8)
     for yi, r in zip(y, frame.itertuples(index=False)):
         ax.plot([r.ci_low, r.ci_high], [yi, yi], color="black", linewidth=2.2, solid_capstyle="butt")

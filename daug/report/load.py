@@ -20,7 +20,7 @@ import pandas as pd
 from daug import DaugError
 from daug.io import iter_jsonl_numbered, read_json
 from daug.paths import Paths
-from daug.runs import BASE, REPORT_CLAIMS, Grid
+from daug.runs import BASE, Grid, judged_study
 from daug.records import ORIGINAL
 from daug.scoring import METRIC_LABELS, METRICS, perplexity as _perplexity  # noqa: F401  (METRIC_LABELS: re-export)
 AUGMENT_STATS = ("n_source", "n_augmented", "n_unchanged", "unchanged_rate", "copy_rate", "fidelity",
@@ -42,7 +42,8 @@ class Study:
     profile: str
     datasets: list[str]
     methods: list[str]                 # augmentation methods of params (BASE is not one)
-    seeds: list[int]                   # training seeds of params `train.seeds`
+    seeds: list[int]                   # every training seed of the study's datasets, sorted
+    dataset_seeds: dict[str, list[int]] = field(default_factory=dict)  # each dataset's (daug.params.training_seeds)
     manifests: dict[str, dict] = field(default_factory=dict)
     augment: pd.DataFrame = None       # one row per dataset x method: AUGMENT_STATS, backend, seconds
     curves: pd.DataFrame = None        # dataset, method, seed, step, split (train|val), loss
@@ -55,6 +56,12 @@ class Study:
     sources: dict[tuple[str, str, str], Path] = field(default_factory=dict)    # (kind, ds, m) -> file read
     missing: list[str] = field(default_factory=list)
     grid: Grid = None                  # names each (dataset, method)'s run and files (daug/runs.py)
+    name: str = ""                     # the judged study (daug.runs.judged_study)
+    cells: dict = field(default_factory=dict)  # (dataset, method) -> its Run in this study
+
+    def run(self, ds: str, method: str):
+        """The run of one cell (BASE: the untuned base model's evaluation)."""
+        return self.grid.base(ds) if method == BASE else self.cells.get((ds, method)) or self.grid.run(ds, method)
 
     @property
     def runs(self) -> list[str]:
@@ -176,9 +183,17 @@ def _metric_seeds(ds: str, method: str, m: dict, path: Path) -> dict:
     return per_seed(m, path)
 
 
+def generated(s: dict) -> bool:
+    """Whether a seed's metrics hold generation scores: `generated: false` marks a seed past
+    `evaluate.generate_seeds` (files from before that flag always generated)."""
+    return s.get("generated", True) is not False
+
+
 def score_rows(ds: str, method: str, m: dict, path: Path) -> list[dict]:
     rows = []
     for seed, s in _metric_seeds(ds, method, m, path).items():
+        if not generated(s):
+            continue
         for metric in METRICS:
             cell = s.get(metric)
             if not isinstance(cell, dict) or _number(cell.get("score")) is None:
@@ -195,7 +210,7 @@ def evaluation_rows(ds: str, method: str, m: dict, path: Path, timings: dict) ->
         val_loss, perplexity = _number(s.get("val_loss")), _number(s.get("perplexity"))
         if perplexity is None and val_loss is not None:
             perplexity = _perplexity(val_loss)
-        degeneration = s.get("degeneration")
+        degeneration = s.get("degeneration") if generated(s) else {"share": {}}
         if not isinstance(degeneration, dict) or not isinstance(degeneration.get("share"), dict):
             raise DaugError(f"{path}: seed {seed}: needs `degeneration` with a `share` mapping "
                             "(daug.degeneration.summary)")
@@ -279,28 +294,23 @@ def matrix(frame: pd.DataFrame, value: str, source: str, ids: list[str] | None =
     return ids, out
 
 
-def expected_seeds(params: dict) -> list[int]:
-    """The training seeds of params (`train.seeds`, checked by `daug.params.training_seeds`), sorted."""
+def expected_seeds(params: dict, dataset: str | None = None) -> list[int]:
+    """The training seeds of `dataset`'s runs (`daug.params.training_seeds`), sorted."""
     from daug.params import training_seeds
 
-    return sorted(training_seeds(params))
+    return sorted(training_seeds(params, dataset))
 
 
 def paper_study(params: dict) -> tuple[str, list[str], list[str]]:
-    """(name, datasets, methods) of the selected study whose claims are the paper's (`claims: paper`):
-    the study the report judges. Its runs must be one per dataset x method (the grid's default approach,
-    size and schedule), as the paper's claims compare methods."""
-    grid = Grid.of(params)
-    for name in grid.selected(params.get("study") or "paper"):
-        if (grid.studies[name] or {}).get("claims") != REPORT_CLAIMS:
-            continue
-        runs = grid.study_runs(name)
-        if len({(r.dataset, r.method) for r in runs}) != len(runs):
-            raise DaugError(f"params studies.{name}: the paper's claims compare methods; list one approach, size and "
-                            "schedule (or none: the grid's defaults)")
-        return name, list(dict.fromkeys(r.dataset for r in runs)), list(dict.fromkeys(r.method for r in runs))
-    raise DaugError(f"params study {params.get('study')!r}: the report judges a study with `claims: paper`; "
-                    "select one (e.g. --study paper, or all)")
+    """(name, datasets, methods) of the study the report judges (`daug.runs.judged_study`: the one with
+    `claims: paper`, else the one with another claim set). Its runs must be one per dataset x method
+    (one approach, size and schedule), as the claims compare methods."""
+    name = judged_study(params)
+    runs = Grid.of(params).study_runs(name)
+    if len({(r.dataset, r.method) for r in runs}) != len(runs):
+        raise DaugError(f"params studies.{name}: the claims compare methods; list one approach, size and "
+                        "schedule (or none: the grid's defaults)")
+    return name, list(dict.fromkeys(r.dataset for r in runs)), list(dict.fromkeys(r.method for r in runs))
 
 
 def load_study(params: dict, root: str | Path = ".") -> Study:
@@ -310,7 +320,10 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
     grid = Grid.of(params)
     if not datasets or not methods:
         raise DaugError(f"params: the report needs `datasets` and the methods of study {name!r}")
-    study = Study(paths.profile, datasets, methods, expected_seeds(params), grid=grid)
+    by_dataset = {ds: expected_seeds(params, ds) for ds in datasets}
+    study = Study(paths.profile, datasets, methods, sorted({k for v in by_dataset.values() for k in v}),
+                  dataset_seeds=by_dataset, grid=grid, name=name,
+                  cells={(r.dataset, r.method): r for r in grid.study_runs(name)})
     augment, curves, training, scores, evaluation = [], [], [], [], []
     for ds in datasets:
         if paths.manifest(ds).exists():
@@ -318,7 +331,7 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
         else:
             study.missing.append(str(paths.manifest(ds)))
         for method in methods:
-            run = grid.run(ds, method)
+            run = study.run(ds, method)
             aug = run.augmentation
             if (m := _read(paths.augment_metrics(aug), study.missing)) is not None:
                 augment.append(augment_row(ds, method, m, _timings(paths.timings("augment", aug))))
@@ -331,7 +344,7 @@ def load_study(params: dict, root: str | Path = ".") -> Study:
                 training.extend(training_rows(ds, method, m, path, _timings(paths.timings("train", run))))
             _load_per_example(study, "val", paths.val_losses(run), ds, method, ("tokens", "loss_best", "loss_final"))
         for method in study.runs:
-            run = grid.run(ds, method)
+            run = study.run(ds, method)
             path = paths.eval_metrics(run)
             if (m := _read(path, study.missing)) is not None:
                 scores.extend(score_rows(ds, method, m, path))
@@ -363,13 +376,12 @@ def _load_per_example(study: Study, kind: str, path: Path, ds: str, method: str,
 def _check_seeds(study: Study) -> None:
     """Every trained run's per-example losses hold the training seeds of params, no more and no
     fewer (generation may use fewer: the report states the seeds it has)."""
-    want = set(study.seeds)
     for kind in ("losses", "val"):
         for (ds, method), frame in getattr(study, kind).items():
-            got = set(frame.seed)
+            got, want = set(frame.seed), set(study.dataset_seeds.get(ds, study.seeds))
             if method != BASE and got != want:
                 raise DaugError(f"{study.sources[(kind, ds, method)]}: training seeds {sorted(got)}, "
-                                f"params train.seeds {sorted(want)}")
+                                f"params {sorted(want)} (datasets.{ds}.seeds, else train.seeds)")
 
 
 def original_records(paths: Paths, grid: Grid, ds: str, methods: list[str]) -> list[dict]:

@@ -68,7 +68,9 @@ class TrainConfig:
         """From a params `train` section (base.yaml's defaults filled in, unknown keys rejected)."""
         from daug.params import integer, number, one_of, require, section, training_seeds
 
-        cfg = cls(**section({"train": train}, "train", "params train"))
+        resolved = section({"train": train}, "train", "params train")
+        resolved.pop("seeds_by_dataset")  # `seeds` already holds the run's dataset's (daug.runs.train_params)
+        cfg = cls(**resolved)
         positive = integer(1)
         require("train", vars(cfg), {
             "precision": one_of(*PRECISIONS), "passes": one_of(*PASSES), "steps": positive, "batch_size": positive,
@@ -269,7 +271,8 @@ def new_progress() -> dict:
             "padded_tokens": 0, "resumed_from": [],
             "window": [0.0, 0.0],  # loss sum and reply tokens since the last train row
             "best_step": None, "best_loss": None, "since_best": 0, "stopped_early": False,
-            "val_best": None, "val_last": None}  # per-example [loss, tokens] at the best / last evaluation
+            "val_best": None, "val_last": None,  # per-example [loss, tokens] at the best / last evaluation
+            "val_initial": None}
 
 
 class _Run:
@@ -311,12 +314,14 @@ class _Run:
         self.progress = {k: ckpt[k] for k in self.progress}
         self.progress["resumed_from"] = self.progress["resumed_from"] + [self.progress["step"]]
 
-    def validate(self, step: int) -> bool:
-        """Score the validation records; keep the state if it is a new best. True: time to stop
-        (`patience` evaluations in a row without a new best)."""
+    def validate(self, step: int, known: list | None = None) -> bool:
+        """Score the validation records (or take `known`, their per-example scores already computed for
+        this very model); keep the state if it is a new best. True: time to stop (`patience`
+        evaluations in a row without a new best)."""
         started = time.perf_counter()
         progress = self.progress
-        per_example = evaluate(self.model, self.loss_fn, self.val, self.pad_id, self.cfg, self.rank, self.world)
+        per_example = known if known is not None else evaluate(self.model, self.loss_fn, self.val, self.pad_id,
+                                                               self.cfg, self.rank, self.world)
         loss = val_mean(per_example)
         progress["log"].append({"step": step, "split": "val", "loss": loss})
         progress["val_last"] = per_example
@@ -390,13 +395,19 @@ class _Run:
 
 
 def train_loop(model, tokenizer, train: Encoded, val: Encoded, cfg: TrainConfig, seed: int, run_dir: Path,
-               fingerprint: str, rank: int = 0, world: int = 1, device=torch.device("cpu"), approach=None) -> dict:
+               fingerprint: str, rank: int = 0, world: int = 1, device=torch.device("cpu"), approach=None,
+               initial_val: list | None = None) -> dict:
     """Train `model` (what `approach.wrap` made) until early stopping or `cfg.steps`, then load the
-    best state into it. Returns the loss log and counters; resumes from run_dir."""
+    best state into it. Returns the loss log and counters (`val_initial`: the step-0 per-example
+    validation scores); resumes from run_dir. `initial_val`: another seed's `val_initial` of the same
+    run. At step 0 every seed's model computes the base model's function (LoRA's B starts at 0, the
+    trained token rows at their pretrained values), so its validation scores are the same numbers
+    and one evaluation serves every seed (tests/test_train.py checks they are identical)."""
     run = _Run(model, tokenizer, train, val, cfg, seed, run_dir, fingerprint, rank, world, device, approach)
     run.resume()
     if run.progress["step"] == 0 and not run.progress["log"]:
-        run.validate(0)
+        run.validate(0, known=initial_val if approach is not None and approach.starts_as_base else None)
+        run.progress["val_initial"] = run.progress["val_last"]
     every_ckpt = cfg.checkpoint_every or cfg.eval_every
     model.train()
     first = run.progress["step"] + 1 if not run.progress["stopped_early"] else cfg.steps + 1
