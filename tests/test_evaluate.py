@@ -298,3 +298,31 @@ def test_generation_for_the_first_seeds_only_keeps_every_seeds_test_loss(fp32_ru
     assert {r["seed"] for r in score_rows(DATASET, METHOD, metrics, files["metrics"])} == {0}
     rows = evaluation_rows(DATASET, METHOD, metrics, files["metrics"], {})
     assert [r["seed"] for r in rows] == [0, 1] and rows[1]["at_limit"] is None
+
+
+def test_fresh_processes_evaluate_the_same_adapter_to_the_same_bytes(layout, tiny_model_dir, smoke_params, tmp_path):
+    """Same params and adapter, three fresh `python -m daug evaluate` processes in bfloat16 (the cpu
+    profile's dtype): byte-identical test losses, replies and metrics. A process-dependent first
+    forward pass (a bf16 kernel's first-call path, memory alignment) would show here as one process
+    differing; PYTHONHASHSEED varies between them as it does between pipeline runs."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = _params(smoke_params, SEEDS, max_examples=N_GEN, loss_examples=N_LOSS, dtype="bfloat16")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    outputs = []
+    for k in range(3):
+        out = tmp_path / f"ev{k}"
+        subprocess.run([sys.executable, "-m", "daug", "evaluate", "--dataset", DATASET, "--method", METHOD,
+                        "--params", str(params_file), "--base", str(tiny_model_dir),
+                        "--adapter", str(layout / "adapters" / DATASET / METHOD),
+                        "--test", str(layout / "data" / DATASET / "test.jsonl"),
+                        "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(out),
+                        "--timings", str(out / "timings.json")],
+                       cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": str(k)})
+        outputs.append({name: f.read_bytes() for name, f in _files(tmp_path, f"ev{k}").items()})
+    assert outputs[0] == outputs[1] == outputs[2]

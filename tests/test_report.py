@@ -477,3 +477,53 @@ def test_a_second_study_gets_a_section_with_its_own_runs(built, study_params, tm
     paths.eval_metrics(run).unlink()
     with pytest.raises(DaugError, match=r"study small: missing stage outputs: .*zhenhuan-rd-n4\.json"):
         build_report("smoke", params, tmp_path / "out2", root=copy_root)
+
+
+def test_the_overfitting_study_is_judged_on_its_own_runs_into_its_own_folder(built, study_params, tmp_path):
+    """A study that declares `claims: overfitting` (a schedule that finds the validation minimum) is
+    judged on its own runs: only claim 4, from its runs' files, into reports/<profile>-<study>/."""
+    import shutil
+
+    from daug.runs import tables
+
+    root, _ = built
+    copy_root = tmp_path / "copy"
+    shutil.copytree(root, copy_root)
+    params = copy.deepcopy(study_params)
+    params["schedules"] = {"default": {}, "overfit": {"steps": 60, "patience": 1}}
+    params["studies"]["overfitting"] = {"datasets": ["zhenhuan"], "methods": ["none", "sr", "bt", "pg"],
+                                        "schedules": ["overfit"], "claims": "overfitting"}
+    params["study"] = "overfitting"
+    results = copy_root / "results" / "smoke"
+    for method in ("none", "sr", "bt", "pg"):  # the runs' files under their own names (zhenhuan-pg-overfit, ...)
+        for old in [*results.glob(f"*/zhenhuan-{method}.*"), *results.glob(f"timings/*-zhenhuan-{method}.json")]:
+            if "augment" not in old.name and old.parent.name != "augment":
+                shutil.copy(old, old.with_name(old.name.replace(f"zhenhuan-{method}", f"zhenhuan-{method}-overfit")))
+    assert tables(params, "overfitting")["report_folder"] == "smoke-overfitting"
+    assert tables(params, "paper,overfitting")["report_folder"] == "smoke"
+    params.update(tables(params, "overfitting"))
+    assert Paths.of(params, copy_root).reports("study.html") == copy_root / "reports/smoke-overfitting/study.html"
+    report = build_report("smoke", params, tmp_path / "out", root=copy_root)
+    assert list(report.claims["#"]) == [4] and report.claims.verdict.iloc[0] == SUPPORTED
+    ev = report.evidence
+    assert set(ev.comparison) == {"pg rise > 0", "pg rise > none rise", "pg rise > sr rise", "pg rise > bt rise"}
+    assert set(ev.dataset) == {"zhenhuan"} and set(ev.m) == {4}
+    assert report.study.run("zhenhuan", "pg").name == "zhenhuan-pg-overfit"
+    html = report.html.read_text(encoding="utf-8")
+    assert "at most 60 optimizer steps" in html and "early stopping after 1 evaluations" in html  # its schedule
+
+
+def test_claim_4_is_not_testable_where_the_schedule_imposes_the_minimum():
+    """Where most of pg's runs keep their last evaluation as their best (a learning rate that decays
+    to 0 at the last step), no rise can show: the verdict says so, with the reason."""
+    study = hand_made(0.0, 0.001)
+    study.training = pd.DataFrame([{"dataset": "d", "method": m, "seed": s, "best_step": 30, "stop_step": 30}
+                                   for m in study.methods for s in (0, 1)])
+    table, evidence = verdicts(study)
+    assert table[4] == claims.NOT_TESTABLE
+    row = evidence[evidence.claim == 4].iloc[0]
+    assert row.verdict == claims.NOT_TESTABLE and "2 of 2 pg runs keep their last evaluation (step 30)" in row.note
+    study.training.loc[(study.training.method == "pg") & (study.training.seed == 0), "best_step"] = 20
+    assert not claims.claim4_testable(study, "d")[0]  # half of them: still not testable
+    study.training.loc[study.training.method == "pg", "best_step"] = 20
+    assert claims.claim4_testable(study, "d") == (True, "0 of 2 pg runs keep their last evaluation (step 30) as their best")

@@ -280,7 +280,11 @@ def design(study: Study, params: dict, cfg: dict) -> dict[str, str]:
     and what this profile cannot show. `cfg`: the `report` params with defaults."""
     from daug.params import section
 
-    train, augment = section(params, "train"), section(params, "augment")
+    from daug.runs import train_params
+
+    # the judged study's schedule (the overfitting study's `overfit`, not the default `train`)
+    train = section({"train": train_params(params, study.run(study.datasets[0], study.methods[0]))}, "train")
+    augment = section(params, "augment")
     claims = cfg["claims"]
     first = {ds: study.train_rows(ds, "none") for ds in study.datasets}
     ev = {ds: study.eval_rows(ds, study.methods[0]) for ds in study.datasets}

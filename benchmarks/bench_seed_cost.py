@@ -1,0 +1,132 @@
+"""Cost per training seed of one cell (train + evaluate, real Gemma 3 270M): today's design vs the
+levers of issue 21, side by side in one run.
+
+Both designs train and evaluate the same cell (`<dataset>-none` of the cpu profile) from the same
+data and base model, each as the pipeline does: `python -m daug train`, then `python -m daug
+evaluate`, two fresh processes (process start and model loads included). Per seed cost = the two
+processes' wall time / training seeds.
+  today   the committed params before issue 21 (a7a8d55): 2 seeds, validation at steps 0, 10, 20, 30
+          for every seed, replies from every seed, 300 test examples
+  levers  the cpu profile as it stands: the dataset's seeds (Zhen Huan 3, Paimon 6), validation at
+          step 0 once per run (every seed starts as the base model) and at step 30, replies from
+          the first 2 seeds only, the dataset's test examples (Paimon 200)
+Each lever's ratio is read off the measured parts (train and evaluate timings files): the per-seed
+cost of today's design with only that lever applied, over today's. The total is measured.
+Target: levers <= 0.5 x today per seed (exit 1 if missed; the vocabulary trim and one process
+per cell are not built: docs/research/bench_vocab_trim.py measures the first).
+
+Run: python benchmarks/bench_seed_cost.py [--dataset paimon] [--base models/base]
+Needs models/base, data/prepared/<dataset> and data/augmented/<dataset>/none.jsonl (`dvc repro
+augment@<dataset>-none`). Takes ~10 min (zhenhuan) to ~16 min (paimon) on 2 idle cores.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from daug.params import resolve  # noqa: E402
+from daug.runs import tables  # noqa: E402
+
+TARGET = 0.5
+# What the committed params were before issue 21 (params/cpu.yaml at a7a8d55).
+TODAY = {"train": {"seeds": [0, 1], "seeds_by_dataset": None, "eval_every": 10},
+         "evaluate": {"generate_seeds": None, "loss_examples": 300, "loss_examples_by_dataset": None}}
+# Today's code evaluated step 0 for every seed; this runs the CLI with that sharing switched off.
+NO_SHARED_STEP0 = "import daug.approaches.lora as L; L.LoraQV.starts_as_base = False; "
+
+
+def design(params: dict, overrides: dict | None) -> dict:
+    out = copy.deepcopy(params)
+    for section, values in (overrides or {}).items():
+        out[section].update(values)
+    return out
+
+
+def run_cell(params: dict, name: str, folder: Path, base: Path, shared_step0: bool) -> dict:
+    """Train then evaluate the cell in two fresh processes; (wall seconds of each, their timings files)."""
+    folder.mkdir(parents=True)
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    prefix = "" if shared_step0 else NO_SHARED_STEP0
+    common = ["--params", str(params_file), "--run", name, "--base", str(base)]
+    train = common + ["--out", str(folder / "adapters"), "--runs", str(folder / "runs"),
+                      "--report-csv", str(folder / "train.csv"), "--report-json", str(folder / "train.json"),
+                      "--report-val", str(folder / "val.jsonl"), "--report-timings", str(folder / "train-timings.json")]
+    evaluate = common + ["--adapter", str(folder / "adapters"), "--out", str(folder / "eval"),
+                         "--timings", str(folder / "eval-timings.json")]
+    walls = {}
+    for stage, args in (("train", train), ("evaluate", evaluate)):
+        code = f"{prefix}import sys; from daug.cli import main; sys.exit(main({[stage, *args]!r}))"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        walls[stage] = time.perf_counter() - start
+    timings = {"train": json.loads((folder / "train-timings.json").read_text()),
+               "evaluate": json.loads((folder / "eval-timings.json").read_text())["seconds"]}
+    seeds = [k for k in timings["train"] if k.startswith("seed-")]
+    return {"walls": walls, "timings": timings, "seeds": seeds}
+
+
+def parts(cell: dict) -> dict:
+    """Mean seconds per seed of each part, and the per-cell rest (process start, loads)."""
+    t, e, seeds = cell["timings"]["train"], cell["timings"]["evaluate"], cell["seeds"]
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    steps = mean([t[s]["train_seconds"] for s in seeds])
+    validation = mean([t[s]["eval_seconds"] for s in seeds])
+    test_loss = mean([e[s]["test_loss"] for s in seeds])
+    replies = sum(e[s].get("generate", 0.0) + e[s].get("score", 0.0) for s in seeds) / len(seeds)
+    val_loss = mean([e[s]["val_loss"] for s in seeds])
+    load = mean([e[s]["load"] for s in seeds])
+    total = sum(cell["walls"].values())
+    rest = total - len(seeds) * (steps + validation + test_loss + replies + val_loss + load)  # per cell
+    return {"steps": steps, "validation": validation, "test_loss": test_loss, "replies": replies,
+            "val_loss": val_loss, "load": load, "rest": rest, "seeds": len(seeds), "total": total}
+
+
+def per_seed(p: dict) -> float:
+    return p["steps"] + p["validation"] + p["test_loss"] + p["replies"] + p["val_loss"] + p["load"] + p["rest"] / p["seeds"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="paimon", choices=["zhenhuan", "paimon"])
+    parser.add_argument("--base", default=str(REPO / "models/base"))
+    args = parser.parse_args()
+    params = resolve("cpu")
+    params.update(tables(params, "paper"))
+    name = f"{args.dataset}-none"
+    with tempfile.TemporaryDirectory() as tmp:
+        today = parts(run_cell(design(params, TODAY), name, Path(tmp) / "today", Path(args.base), False))
+        levers = parts(run_cell(params, name, Path(tmp) / "levers", Path(args.base), True))
+    base = per_seed(today)
+    rows = {
+        "validation at step 0 once per run and at step 30": {**today, "validation": levers["validation"]},
+        f"replies from the first 2 of {levers['seeds']} seeds": {**today, "replies": today["replies"] * min(
+            1.0, 2 / levers["seeds"])},
+        "the dataset's test examples": {**today, "test_loss": levers["test_loss"]},
+        f"{levers['seeds']} seeds share a cell's process start and loads": {**today, "seeds": levers["seeds"]},
+    }
+    print(f"{name}: seconds per seed, today ({today['seeds']} seeds) vs levers ({levers['seeds']} seeds)")
+    for key in ("steps", "validation", "test_loss", "replies", "val_loss", "load"):
+        print(f"  {key:<12} {today[key]:7.1f} {levers[key]:7.1f}")
+    print(f"  {'per cell':<12} {today['rest']:7.1f} {levers['rest']:7.1f}   (process start, base model loads)")
+    print(f"  {'cell wall':<12} {today['total']:7.1f} {levers['total']:7.1f}")
+    for lever, p in rows.items():
+        print(f"  lever: {lever:<52} {per_seed(p) / base:.3f} x today")
+    ratio = per_seed(levers) / base
+    print(f"per-seed cost: today {base:.1f} s, levers {per_seed(levers):.1f} s: {ratio:.3f} x (target <= {TARGET})")
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
