@@ -246,16 +246,19 @@ def seed_paired(values: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str
     return out
 
 
-def seed_mean(x: np.ndarray) -> SeedPairedDifference:
-    """One method's mean of per-example values (seeds, examples) against 0, e.g. a validation-loss rise:
-    the seed part of the variance from its own per-seed means (seeds - 1 df: a single method has no
-    interaction to pool), the example part from the seed-averaged per-example values."""
+def seed_mean(x: np.ndarray, pool: Mapping[str, np.ndarray] | None = None) -> SeedPairedDifference:
+    """One method's mean of per-example values (seeds, examples) against 0, e.g. a validation-loss rise.
+    The seed part of the variance is the variance of the per-seed means: its own (seeds - 1 df), or,
+    with `pool` (every method of the dataset, `x` among them), the within-method variance pooled over
+    them (methods x (seeds - 1) df; the same assumption as `seed_paired`: one seed variance per
+    dataset). The example part comes from the seed-averaged per-example values."""
     v = _seed_matrices({"x": x})["x"]
     n_seeds, n = v.shape
-    seed_var = float(v.mean(axis=1).var(ddof=1))
+    groups = list(_seed_matrices(pool).values()) if pool else [v]
+    df_seed = sum(g.shape[0] - 1 for g in groups)
+    seed_var = sum(float(((g.mean(axis=1) - g.mean()) ** 2).sum()) for g in groups) / df_seed
     example_var = float(v.mean(axis=0).var(ddof=1))
     a, b = seed_var / n_seeds, example_var / n
-    df_seed = n_seeds - 1
     df = (a + b) ** 2 / (a * a / df_seed + b * b / (n - 1)) if a + b > 0 else float(df_seed)
     return SeedPairedDifference(float(v.mean()), math.sqrt(a + b), df, seed_var, example_var, df_seed, n_seeds, n,
                                 float(v.mean()), 0.0)

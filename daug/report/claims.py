@@ -235,9 +235,9 @@ class Comparer:
 
 def _seed_paired(values: dict[str, np.ndarray], x: str, y: str | None, boot: dict):
     """X - Y seed-paired over `values` (X against 0 when y is None); one seed: the paired bootstrap."""
-    if y is None:
+    if y is None:  # the seed variance pooled within every method of the dataset (stats.seed_mean)
         v = values[x]
-        return stats.seed_mean(v) if v.shape[0] >= 2 else stats.two_level_bootstrap(v, np.zeros_like(v), **boot)
+        return stats.seed_mean(v, values) if v.shape[0] >= 2 else stats.two_level_bootstrap(v, np.zeros_like(v), **boot)
     if values[x].shape[0] >= 2 and len(values) >= 2:
         return stats.seed_paired(values, [(x, y)])[(x, y)]
     return stats.two_level_bootstrap(values[x], values[y], **boot)
