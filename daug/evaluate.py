@@ -393,8 +393,9 @@ def run(args) -> int:
     for one in runs:
         result = stage(params, one, base=args.base, **overrides)
         for key, m in result["metrics"].items():
-            scores = "  ".join(f"{s} {m[s]['score']:.2f}" for s in ("bleu", "rouge1", "rouge2", "rougeL", "chrf"))
-            print(f"{one.name} {key}: test_loss {m['test_loss']} (n={m['n_loss']})  n={m['n']}  {scores}  "
+            scores = ("  ".join(f"{s} {m[s]['score']:.2f}" for s in ("bleu", "rouge1", "rouge2", "rougeL", "chrf"))
+                      if m.get("generated") else "no replies (past evaluate.generate_seeds)")
+            print(f"{one.name} {key}: test_loss {m['test_loss']} (n={m['n_loss']})  n={m.get('n', 0)}  {scores}  "
                   f"val_loss {m['val_loss']}")
         print(f"{one.name}: {result['timings']['seconds']['total']:.1f} s")
     return 0

@@ -285,9 +285,21 @@ def test_generation_for_the_first_seeds_only_keeps_every_seeds_test_loss(fp32_ru
     replies says so (`generated: false`), which the report's loaders accept."""
     from daug.report.load import evaluation_rows, score_rows
 
+    import yaml
+
     params, full = fp32_run
     one = {**params, "evaluate": {**params["evaluate"], "generate_seeds": 1}}
-    result = _stage(one, layout, tiny_model_dir, "first-seed")
+    params_file = layout / "first-seed.yaml"
+    params_file.write_text(yaml.safe_dump(one, allow_unicode=True), encoding="utf-8")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # the CLI, which prints every seed's scores
+        assert main(["evaluate", "--dataset", DATASET, "--method", METHOD, "--params", str(params_file),
+                     "--base", str(tiny_model_dir), "--adapter", str(layout / "adapters" / DATASET / METHOD),
+                     "--test", str(layout / "data" / DATASET / "test.jsonl"),
+                     "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(layout / "first-seed"),
+                     "--timings", str(layout / "first-seed" / "timings.json")]) == 0
+    assert "seed-1: test_loss" in out.getvalue() and "no replies (past evaluate.generate_seeds)" in out.getvalue()
+    result = {"timings": json.loads((layout / "first-seed" / "timings.json").read_text(encoding="utf-8"))}
     files = _files(layout, "first-seed")
     assert files["losses"].read_bytes() == _files(layout, "out")["losses"].read_bytes()
     assert {r["seed"] for r in read_records(files["predictions"])} == {0}
