@@ -34,10 +34,11 @@ BASE = "base"  # the untuned base model, evaluated like a method (never an augme
 ALL = "all"    # the study selector for every study
 STUDY_KEYS = ("description", "datasets", "methods", "approaches", "sizes", "schedules", "claims")
 REPORT_CLAIMS = "paper"  # the claims the report judges (daug/report/claims.py); other studies get a runs table
-# Claim sets a study may declare (`claims:`; daug/report/claims.py:CLAIM_SETS). The report judges the
-# first selected study that declares one, `paper` first; a selection without the paper's study (the
-# overfitting study on its own) reports into reports/<profile>-<study>/.
-CLAIM_SETS = ("paper", "overfitting")
+# Claim sets a study may declare (`claims:`), each the numbers of the claims it judges
+# (daug/report/claims.py:CLAIMS). The report judges the first selected study that declares one,
+# `paper` first; a selection without the paper's study (the overfitting study on its own) reports
+# into reports/<profile>-<study>/.
+CLAIM_SETS = {"paper": (1, 2, 3, 4, 5), "overfitting": (4,)}
 
 
 @dataclass(frozen=True)

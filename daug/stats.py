@@ -193,6 +193,15 @@ class SeedPairedDifference:
         return float(2 * t.sf(abs(self.diff) / self.se, self.df))
 
 
+def _welch(seed_part: float, example_part: float, df_seed: float, n_examples: int) -> tuple[float, float]:
+    """(SE, Welch-Satterthwaite df) of a variance made of a seed part on `df_seed` degrees of freedom
+    and an example part on n_examples - 1."""
+    total = seed_part + example_part
+    if total <= 0:
+        return 0.0, float(df_seed)
+    return math.sqrt(total), total ** 2 / (seed_part ** 2 / df_seed + example_part ** 2 / (n_examples - 1))
+
+
 def _seed_matrices(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     out, shape = {}, None
     for name, v in values.items():
@@ -238,9 +247,7 @@ def seed_paired(values: Mapping[str, np.ndarray], pairs: Sequence[tuple[str, str
         d = values[x] - values[y]
         n_seeds, n = d.shape
         example_var = float(d.mean(axis=0).var(ddof=1))
-        a, b = seed_var / n_seeds, example_var / n
-        se = math.sqrt(a + b)
-        df = (a + b) ** 2 / (a * a / df_seed + b * b / (n - 1)) if a + b > 0 else float(df_seed)
+        se, df = _welch(seed_var / n_seeds, example_var / n, df_seed, n)
         out[(x, y)] = SeedPairedDifference(float(d.mean()), se, df, seed_var, example_var, df_seed, n_seeds, n,
                                            float(values[x].mean()), float(values[y].mean()))
     return out
@@ -258,10 +265,8 @@ def seed_mean(x: np.ndarray, pool: Mapping[str, np.ndarray] | None = None) -> Se
     df_seed = sum(g.shape[0] - 1 for g in groups)
     seed_var = sum(float(((g.mean(axis=1) - g.mean()) ** 2).sum()) for g in groups) / df_seed
     example_var = float(v.mean(axis=0).var(ddof=1))
-    a, b = seed_var / n_seeds, example_var / n
-    df = (a + b) ** 2 / (a * a / df_seed + b * b / (n - 1)) if a + b > 0 else float(df_seed)
-    return SeedPairedDifference(float(v.mean()), math.sqrt(a + b), df, seed_var, example_var, df_seed, n_seeds, n,
-                                float(v.mean()), 0.0)
+    se, df = _welch(seed_var / n_seeds, example_var / n, df_seed, n)
+    return SeedPairedDifference(float(v.mean()), se, df, seed_var, example_var, df_seed, n_seeds, n, float(v.mean()), 0.0)
 
 
 def seed_paired_family(x: Mapping[str, np.ndarray], reference: np.ndarray) -> dict[str, SeedPairedDifference]:
@@ -285,10 +290,9 @@ def seeds_needed(seed_sd: float, example_sd: float, n_examples: int, n_compariso
 
     for k in range(2, max_seeds + 1):
         df_seed = n_comparisons * (k - 1)
-        a = seed_sd ** 2 * float(chi2.ppf(assurance, df_seed)) / df_seed / k
-        b = (example_sd ** 2 + noise_sd ** 2 / k) / n_examples
-        df = (a + b) ** 2 / (a * a / df_seed + b * b / (n_examples - 1))
-        if float(t.ppf(1 - alpha / 2, df)) * math.sqrt(a + b) <= half_width:
+        se, df = _welch(seed_sd ** 2 * float(chi2.ppf(assurance, df_seed)) / df_seed / k,
+                        (example_sd ** 2 + noise_sd ** 2 / k) / n_examples, df_seed, n_examples)
+        if float(t.ppf(1 - alpha / 2, df)) * se <= half_width:
             return k
     raise ValueError(f"more than {max_seeds} seeds needed for a half-width of {half_width}")
 

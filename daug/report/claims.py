@@ -43,6 +43,7 @@ import pandas as pd
 
 from daug import stats
 from daug.report.load import Study, matrix
+from daug.runs import CLAIM_SETS  # claim set -> the numbers of CLAIMS it judges
 from daug.scoring import METRIC_LABELS, higher_is_better, info
 from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
 
@@ -94,9 +95,6 @@ CLAIMS = (
     Claim("pg_ge_rd", "Paraphrasing (pg) scores at least as well as random deletion (rd)", "4.2.1",
           (("pg", ">=", "rd"),)),
 )
-# The claims a study may declare (params `studies.<name>.claims`; daug/runs.py:CLAIM_SETS): their
-# numbers in CLAIMS. The overfitting study (a schedule that finds the validation minimum) tests claim 4.
-CLAIM_SETS = {"paper": (1, 2, 3, 4, 5), "overfitting": (4,)}
 COMBINATION = "supported if all are; contradicted if any is; equivalent if all are; else inconclusive"
 TESTS = {">": "superiority", ">=": "non-inferiority", "rise": "superiority (rise)"}
 
@@ -173,16 +171,15 @@ class Comparer:
             else:
                 value = "loss" if kind == "losses" else endpoint
                 frame = self._frame(kind, ds, m, value)
-                ids, out[m] = matrix(frame, value, str(self.study.sources.get((kind, ds, m), f"{ds}/{m} {kind}")), ids)
+                ids, out[m] = matrix(frame, value, self._source(kind, ds, m), ids)
             mine = sorted(frame.seed.dropna().unique().tolist())
             if seeds is None:
                 seeds = mine
             elif mine != seeds:
                 from daug import DaugError
 
-                source = self.study.sources.get((kind, ds, m), f"{ds}/{m} {kind}")
-                raise DaugError(f"{source}: seeds {mine}, the dataset's other methods {seeds}: a seed-paired "
-                                "comparison needs the same training seeds in every method")
+                raise DaugError(f"{self._source(kind, ds, m)}: seeds {mine}, the dataset's other methods {seeds}: a "
+                                "seed-paired comparison needs the same training seeds in every method")
         self._cache[key] = out
         return out
 
@@ -190,7 +187,7 @@ class Comparer:
         if kind != "predictions":
             return getattr(self.study, kind)[(ds, method)]
         rows = self.study.predictions[(ds, method)]
-        source = self.study.sources.get(("predictions", ds, method), f"{ds}/{method} predictions")
+        source = self._source("predictions", ds, method)
         for i, r in enumerate(rows, 1):
             v = r.get(value)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
@@ -198,9 +195,9 @@ class Comparer:
         return pd.DataFrame({"seed": [r.get("seed") for r in rows], "id": [r["id"] for r in rows],
                              value: [float(r[value]) for r in rows]}).astype({"seed": object})
 
-    def _matrix(self, kind, ds, method, value, ids=None):
-        source = self.study.sources.get((kind, ds, method), f"{ds}/{method} {kind}")
-        return matrix(self._frame(kind, ds, method, value), value, str(source), ids)
+    def _source(self, kind: str, ds: str, method: str) -> str:
+        """The file a cell's `kind` (losses, val, predictions) was read from, for error messages."""
+        return str(self.study.sources.get((kind, ds, method), f"{ds}/{method} {kind}"))
 
     def rises(self, ds: str, method: str, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, (seeds, n)) per-example validation-loss rise, loss_final - loss_best."""
@@ -221,7 +218,7 @@ class Comparer:
         by_seed = self._bleu[(ds, method)]
         seeds = sorted(by_seed, key=lambda s: -1 if s is None else s)
         ids = list(ids if ids is not None else by_seed[seeds[0]])
-        source = self.study.sources.get(("predictions", ds, method), f"{ds}/{method} predictions")
+        source = self._source("predictions", ds, method)
         out = []
         for s in seeds:
             if set(by_seed[s]) != set(ids):

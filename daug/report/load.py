@@ -381,7 +381,7 @@ def _check_seeds(study: Study) -> None:
             got, want = set(frame.seed), set(study.dataset_seeds.get(ds, study.seeds))
             if method != BASE and got != want:
                 raise DaugError(f"{study.sources[(kind, ds, method)]}: training seeds {sorted(got)}, "
-                                f"params {sorted(want)} (datasets.{ds}.seeds, else train.seeds)")
+                                f"params {sorted(want)} (train.seeds_by_dataset.{ds}, else train.seeds)")
 
 
 def original_records(paths: Paths, grid: Grid, ds: str, methods: list[str]) -> list[dict]:
