@@ -69,6 +69,15 @@ def test_second_repro_does_nothing(smoke_repo):
     assert ran_stages(again.stdout) == set(), again.stdout
 
 
+@pytest.mark.skipif(not __import__("tests.browser", fromlist=["chromium"]).chromium(),
+                    reason="no Chromium on PATH (.ci/run installs Debian's chromium)")
+def test_the_smoke_report_reads_in_a_real_browser(smoke_repo, tmp_path):
+    from tests.test_report import report_fits_in_chromium
+
+    repo, _ = smoke_repo
+    report_fits_in_chromium(repo / "reports/smoke/study.html", tmp_path / "smoke-report.png")
+
+
 def test_changing_a_prepare_param_reruns_prepare_and_dependents_only(smoke_repo):
     repo, _ = smoke_repo
     smoke = repo / "params/smoke.yaml"

@@ -211,9 +211,10 @@ def test_every_comparison_states_power_and_precision(built, html):
         assert len(done) and (done.mde > 0).all() and (done.half_width > 0).all()
         assert (done.ci_low <= done["diff"]).all() and (done["diff"] <= done.ci_high).all()
     assert set(report.secondary.endpoint) == {"bleu", "rouge1", "rouge2", "rougeL", "chrf"}
-    for column in ("MDE", "half-width", "p_holm", "corrected CI", "MDE (80% power)", "95% half-width",
-                   "target &lt;= 0.03 met"):
+    for column in ("MDE", "half-width", "p_holm", "corrected CI", "MDE (80% power)", "95% half-width"):
         assert f"<th>{column}</th>" in html, column
+    # met in every row: stated once above the precision table instead of a column of "yes"
+    assert "target &lt;= 0.03 met = yes" in html and "<th>target &lt;= 0.03 met</th>" not in html
     # the forest family: each method minus none, per dataset; tiny noise meets the 0.03 target
     forest = report.forest
     assert set(forest.method) == set(METHODS) - {"none"} and len(forest) == 2 * (len(METHODS) - 1)
@@ -232,9 +233,9 @@ def test_report_has_every_figure_and_table(built, html, study_params):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "figures/forest-paimon.svg").exists() and not (out / "figures/tsne-paimon.svg").exists()
     for heading in ("Provenance", "The paper&#x27;s claims against this run", "Design", "Primary endpoint",
-                    "Scores per run", "Training design and loss curves", "Degeneration of generated replies",
+                    "Scores per run", "Training and loss curves", "Degeneration of generated replies",
                     "fidelity versus diversity", "t-SNE", "Data curation", "Sample replies", "Wall time per stage",
-                    "Claim evidence", "Secondary endpoints"):
+                    "claim evidence", "secondary endpoints", "Summary", "Glossary"):
         assert heading in html, heading
     assert html.count("<img ") == len(names)
     for key in ("git commit", "parameter hash", "base model", "packages", "machine", "torch ", "training seeds 0, 1"):
@@ -247,11 +248,12 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     # scores: the base model's step-0 row and the seed spread of the test loss
     scores = report.study.evaluation
     none = scores[(scores.dataset == "zhenhuan") & (scores.method == "none")].test_loss
-    assert f"<td>{none.mean():.4f} [{none.min():.4f}, {none.max():.4f}]</td>" in html
+    assert f'<td class="ci">{none.mean():.4f} [{none.min():.4f}, {none.max():.4f}]</td>' in html
     assert "<td>base (step 0)</td>" in html
     # training design per run per seed: pg stopped early at step 60 after its best at 40
-    assert re.search(r"<td>pg</td>\s*<td>1</td>(?:\s*<td>[^<]*</td>){2}\s*<td>40</td>\s*<td>60</td>\s*<td>60</td>"
-                     r"\s*<td>yes</td>", html)
+    # (stop and max step are 60 in every row: stated once in the caption, not as columns)
+    assert re.search(r"<td>pg</td>\s*<td>1</td>\s*<td>[^<]*</td>\s*<td>40</td>\s*<td>yes</td>", html)
+    assert "stop step = 60; max steps = 60" in html
     # degeneration with its targets: the base model loops (哈 x 12), the adapters do not
     degeneration = report.study.evaluation.set_index(["dataset", "method"])
     assert (degeneration.loc[("paimon", "base"), "loops"] == 1.0).all()
@@ -260,7 +262,7 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     assert "<td>yes</td>" in html  # curation: every input record accounted for
     # sample replies from training seed 0, Chinese text verbatim, in both formats
     sample = [p for p in read_records(root / "results/smoke/eval/zhenhuan-rd.predictions.jsonl") if p["seed"] == 0]
-    shown = [p for p in sample if f"<td>{p['prediction']}</td>" in html]
+    shown = [p for p in sample if re.search(f'<td(?: class="long")?>{re.escape(p["prediction"])}</td>', html)]
     assert len(shown) == study_params["report"]["samples"]
     md = report.markdown.read_text(encoding="utf-8")
     assert all(re.search(r"[\u4e00-\u9fff]+", p["reference"]).group() in md for p in shown)
@@ -271,8 +273,12 @@ def test_html_is_self_contained(built, html):
     assert "<script" not in html and "<link" not in html and "@import" not in html and "url(" not in html
     sources = re.findall(r'\bsrc="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    for href in re.findall(r'\bhref="([^"]*)"', html):  # only links to files beside the report
-        assert not re.match(r"[a-z]+:", href) and (report.html.parent / href).exists(), href
+    anchors = set(re.findall(r'\bid="([^"]*)"', html))
+    for href in re.findall(r'\bhref="([^"]*)"', html):  # only links to files beside the report, or anchors
+        if href.startswith("#"):
+            assert href[1:] in anchors, href
+        else:
+            assert not re.match(r"[a-z]+:", href) and (report.html.parent / href).exists(), href
 
 
 def test_markdown_links_resolve(built):
@@ -282,7 +288,7 @@ def test_markdown_links_resolve(built):
     assert any(t.endswith(".png") for t in targets) and any(t.endswith(".svg") for t in targets)
     assert "notebooks/train-zhenhuan-rd.ipynb" in targets
     for target in targets:
-        assert (report.markdown.parent / target).is_file(), target
+        assert target.startswith("#") or (report.markdown.parent / target).is_file(), target
     assert len(re.findall(r"!\[[^\]]*\]\(figures/[^)]+\.png\)", md)) == len(report.figures)
 
 
@@ -527,3 +533,31 @@ def test_claim_4_is_not_testable_where_the_schedule_imposes_the_minimum():
     assert not claims.claim4_testable(study, "d")[0]  # half of them: still not testable
     study.training.loc[study.training.method == "pg", "best_step"] = 20
     assert claims.claim4_testable(study, "d") == (True, "0 of 2 pg runs keep their last evaluation (step 30) as their best")
+
+
+def report_fits_in_chromium(html_path: Path, screenshot_path: Path, width: int = 1280) -> dict:
+    """Render in headless Chromium at `width` px (every <details> opened), take a screenshot, and check
+    what the reader relies on: no table wider than its container (so no column is cut off), no
+    horizontal scrolling, every heading with an anchor that links to itself."""
+    from tests import browser
+
+    page = browser.measure(html_path, width)
+    wide = [t for t in page["tables"] if t["overflow"] > 0.5]
+    assert not wide, f"tables wider than the text column at {width} px: {wide}"
+    assert page["page_width"] <= width, f"the page scrolls sideways: {page['page_width']} px at {width}"
+    assert page["tables"] and page["headings"]
+    for h in page["headings"]:
+        assert h["id"] and h["anchor"] == f"#{h['id']}", h
+    browser.screenshot(html_path, screenshot_path, width, 2400)
+    assert screenshot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return page
+
+
+@pytest.mark.skipif(not __import__("tests.browser", fromlist=["chromium"]).chromium(),
+                    reason="no Chromium on PATH (.ci/run installs Debian's chromium)")
+def test_report_fits_the_text_column_in_a_real_browser(built, tmp_path):
+    _, report = built
+    page = report_fits_in_chromium(report.html, tmp_path / "report.png")
+    texts = [h["text"] for h in page["headings"]]
+    assert texts[:2] == ["Summary", "The paper's claims against this run"]  # findings first
+    assert "Glossary" in texts and any(t.startswith("Appendix") for t in texts)

@@ -29,8 +29,11 @@ def ascii_label(text: object) -> str:
 
 
 def method_colors(methods: list[str]) -> dict[str, tuple]:
-    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
-    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    """A distinct colour per method, never grey (grey is the original data's in the t-SNE)."""
+    tab10 = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]
+    tab20 = [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i not in (14, 15)]
+    palette = tab10 if len(methods) <= len(tab10) else tab20
+    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -70,30 +73,70 @@ def _rc(draw):
 SEED_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
+def seed_band(study: Study, ds: str, method: str, split: str) -> pd.DataFrame:
+    """Loss against step over the training seeds: mean, min and max per step (of the seeds that
+    reached it: early stopping ends seeds at different steps)."""
+    c = study.curve(ds, method, split)
+    if c.empty:
+        return pd.DataFrame(columns=["step", "mean", "min", "max", "n"])
+    return c.groupby("step").loss.agg(["mean", "min", "max", "count"]).rename(columns={"count": "n"}).reset_index()
+
+
 @_rc
 def loss_curves(study: Study) -> Figure:
-    """Figure 3: training (left) and validation (right) loss against step, one line per method and
-    training seed (seeds differ by marker and shade), one row per dataset."""
+    """Figure 3, one small panel per method and dataset: validation loss (mean over training seeds,
+    band: min to max over seeds, star: the mean's minimum) and training loss (mean over seeds, thin),
+    with none's validation mean (grey, dotted) in every panel for reference. The y range is the
+    validation losses' after step 0 (the base model's step 0 and much of the training curve fall
+    outside it), shared by every panel of a dataset, so differences between methods show."""
     colors = method_colors(study.methods)
-    fig = new_figure(9, 2.8 * len(study.datasets))
-    axes = fig.subplots(len(study.datasets), 2, squeeze=False, sharex=True)
-    for row, ds in zip(axes, study.datasets):
-        for ax, split in zip(row, ("train", "val")):
-            for method in study.methods:
-                for i, seed in enumerate(study.seeds):
-                    c = study.curve(ds, method, split, seed)
-                    if len(c):
-                        ax.plot(c.step, c.loss, SPLIT_STYLE[split], color=colors[method],
-                                label=ascii_label(method) if i == 0 else None, alpha=1.0 if i == 0 else 0.55,
-                                marker=SEED_MARKERS[i % len(SEED_MARKERS)] if split == "val" else None,
-                                markersize=3, linewidth=1.1)
-            ax.set_title(f"{ascii_label(ds)}: {'training' if split == 'train' else 'validation'} loss")
-            ax.set_xlabel("step")
-            ax.set_ylabel("loss (nats/token)")
+    cols = min(4, len(study.methods))
+    rows_per = -(-len(study.methods) // cols)
+    fig = new_figure(2.7 * cols + 0.4, 2.2 * rows_per * len(study.datasets) + 0.3)
+    axes = fig.subplots(rows_per * len(study.datasets), cols, squeeze=False)
+    for d, ds in enumerate(study.datasets):
+        bands = {(m, split): seed_band(study, ds, m, split) for m in study.methods for split in ("train", "val")}
+        # the y range is validation's after step 0: the base model's step 0 and the noisy training
+        # loss would otherwise squeeze the differences the figure is for (training may leave the axes)
+        trained = pd.concat([b[b.step > 0] for (m, split), b in bands.items() if split == "val" and len(b)]
+                            or [pd.DataFrame(columns=["min", "max"])])
+        panels = axes[d * rows_per:(d + 1) * rows_per].ravel()
+        for ax, method in zip(panels, study.methods):
+            val, train = bands[(method, "val")], bands[(method, "train")]
+            if len(train):
+                ax.plot(train.step, train["mean"], "-", color=colors[method], linewidth=0.8, alpha=0.6,
+                        label="training (mean)")
+            ref = bands[("none", "val")] if ("none", "val") in bands else pd.DataFrame()
+            if method != "none" and len(ref):
+                ax.plot(ref.step, ref["mean"], ":", color="#777777", linewidth=1.0, label="none: validation")
+            if len(val):
+                ax.fill_between(val.step, val["min"], val["max"], color=colors[method], alpha=0.25, linewidth=0)
+                ax.plot(val.step, val["mean"], "--o", color=colors[method], markersize=2.5, linewidth=1.3,
+                        label="validation (mean, band: seeds)")
+                best = val.loc[val["mean"].idxmin()]
+                ax.plot([best.step], [best["mean"]], "*", color="black", markersize=8, zorder=4, label="best step")
+            ax.set_title(f"{ascii_label(ds)}: {ascii_label(method)}", fontsize=9)
+            if len(trained):
+                low, high = float(trained["min"].min()), float(trained["max"].max())
+                pad = 0.3 * (high - low or 0.5)
+                ax.set_ylim(low - pad, high + pad)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", title="method")
+            ax.tick_params(labelsize=7)
+        for ax in panels[len(study.methods):]:
+            ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loss (nats/token)")
+    from matplotlib.lines import Line2D
+
+    key = "#555555"  # the legend explains line styles; each panel's colour is its method's
+    handles = [Line2D([], [], color=key, linewidth=0.8, label="training (mean over seeds)"),
+               Line2D([], [], color=key, linestyle="--", marker="o", markersize=2.5,
+                      label="validation (mean; band: min-max over seeds)"),
+               Line2D([], [], color="black", marker="*", linestyle="none", markersize=8, label="lowest validation mean"),
+               Line2D([], [], color="#777777", linestyle=":", label="none: validation (mean)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return fig
 
 
@@ -128,44 +171,45 @@ def forest(frame: pd.DataFrame, ds: str, target: float, margin: float) -> Figure
 
 
 @_rc
-def scores_overview(study: Study) -> Figure:
-    """Figure 4: test loss and the generation scores per method (base model first) for every
-    dataset: bars are the mean over training seeds, dots each seed's score."""
-    panels = ["test_loss", *METRICS]
+def scores_overview(frame: pd.DataFrame, datasets: list[str], methods: list[str]) -> Figure:
+    """Figure 4 as differences: for test loss and every generation score, each method minus `none`
+    (paired over test examples and training seeds) with its 95% interval, one colour per dataset.
+    `frame`: columns metric, dataset, method, diff, low, high (daug.report.score_differences)."""
+    panels = list(dict.fromkeys(frame.metric)) if len(frame) else ["test_loss"]
     cols = 3
-    fig = new_figure(12, 3.0 * -(-len(panels) // cols))
+    fig = new_figure(12, 2.9 * -(-len(panels) // cols))
     axes = fig.subplots(-(-len(panels) // cols), cols, squeeze=False).ravel()
     cmap = matplotlib.colormaps["Set2"]
-    runs = study.runs
-    width = 0.8 / max(1, len(study.datasets))
-    x = np.arange(len(runs))
+    shown = [m for m in methods if m in set(frame.method)] if len(frame) else []
+    x = np.arange(len(shown))
+    width = 0.7 / max(1, len(datasets))
     for ax, metric in zip(axes, panels):
-        for i, ds in enumerate(study.datasets):
-            offset = (i - (len(study.datasets) - 1) / 2) * width
-            for j, method in enumerate(runs):
-                if metric == "test_loss":
-                    values = study.eval_rows(ds, method).get("test_loss", pd.Series(dtype=float)).dropna()
-                else:
-                    values = study.score(ds, method, metric).score
-                if len(values):
-                    ax.bar(x[j] + offset, float(np.mean(values)), width, color=cmap(i),
-                           label=ascii_label(ds) if j == 0 else None)
-                    ax.scatter([x[j] + offset] * len(values), values, s=6, color="black", zorder=3)
-        _method_ticks(ax, runs)
-        ax.set_title(METRIC_LABELS.get(metric, "test loss (nats/token)"))
+        rows = frame[frame.metric == metric]
+        for i, ds in enumerate(datasets):
+            r = rows[rows.dataset == ds].set_index("method").reindex(shown)
+            offset = (i - (len(datasets) - 1) / 2) * width
+            ok = r["diff"].notna().to_numpy()
+            ax.errorbar(x[ok] + offset, r["diff"][ok], yerr=[(r["diff"] - r.low)[ok], (r.high - r["diff"])[ok]],
+                        fmt="o", color=cmap(i), markersize=4, capsize=2, linewidth=1.1, label=ascii_label(ds))
+        ax.axhline(0, color="black", linewidth=0.8)
+        _method_ticks(ax, shown)
+        better = "lower is better" if metric == "test_loss" else "higher is better"
+        ax.set_title(f"{METRIC_LABELS.get(metric, 'test loss (nats/token)')}: method - none ({better})", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    axes[0].legend(title="dataset")
+    axes[0].legend(title="dataset (95% CI)", fontsize=7)
     return fig
 
 
 @_rc
 def fidelity_diversity(study: Study, diversity: str = "edit_rate") -> Figure:
-    """Per dataset: fidelity against diversity of each method's augmentations, coloured by the test
-    loss of the adapters trained on them (mean over seeds; left); test loss against fidelity with
-    the seeds' range (right)."""
-    fig = new_figure(10, 3.4 * len(study.datasets))
+    """Per dataset: fidelity against diversity of each method's augmentations (left) and the test loss
+    of the adapters trained on them against fidelity (right; mean over seeds, bars: range), one
+    colour and marker per method, named in the legend (labels beside points would overlap)."""
+    colors = method_colors(study.methods)
+    markers = dict(zip(study.methods, "osD^vP*Xhp" * 3))
+    fig = new_figure(10, 3.2 * len(study.datasets) + 0.4)
     axes = fig.subplots(len(study.datasets), 2, squeeze=False)
     for (left, right), ds in zip(axes, study.datasets):
         aug = study.augment[study.augment.dataset == ds].set_index("method")
@@ -176,22 +220,24 @@ def fidelity_diversity(study: Study, diversity: str = "edit_rate") -> Figure:
         frame = aug[["fidelity", diversity]].join(loss, how="inner")
         frame = frame.dropna(subset=["fidelity", diversity, "mean"])
         frame = frame.reindex([m for m in study.methods if m in frame.index])
-        if len(frame):
-            points = left.scatter(frame[diversity], frame.fidelity, c=frame["mean"], cmap="viridis_r", s=40,
-                                  edgecolor="black", linewidth=0.4)
-            fig.colorbar(points, ax=left, label="test loss")
-            err = np.vstack([(frame["mean"] - frame["min"]).clip(lower=0), (frame["max"] - frame["mean"]).clip(lower=0)])
-            right.errorbar(frame.fidelity, frame["mean"], yerr=err, fmt="o", color="black", capsize=2,
-                           markersize=4, linewidth=0.8)
-            for method, r in frame.iterrows():
-                left.annotate(ascii_label(method), (r[diversity], r.fidelity), xytext=(4, 3), textcoords="offset points")
-                right.annotate(ascii_label(method), (r.fidelity, r["mean"]), xytext=(4, 3), textcoords="offset points")
+        for method, r in frame.iterrows():
+            style = dict(color=colors[method], marker=markers[method], markersize=6, markeredgecolor="black",
+                         markeredgewidth=0.4, linestyle="none", label=ascii_label(method))
+            left.plot([r[diversity]], [r.fidelity], **style)
+            right.errorbar([r.fidelity], [r["mean"]], yerr=[[max(0.0, r["mean"] - r["min"])], [max(0.0, r["max"] - r["mean"])]],
+                           capsize=2, linewidth=0.8, ecolor=colors[method], **style)
         left.set(title=f"{ascii_label(ds)}: augmentation fidelity vs diversity", xlabel=f"diversity ({diversity})",
                  ylabel="fidelity")
         right.set(title=f"{ascii_label(ds)}: test loss vs fidelity", xlabel="fidelity",
                   ylabel="test loss (nats/token)")
         for ax in (left, right):
             ax.grid(alpha=0.3)
+    handles = {}
+    for ax in axes[:, 0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", title="method")
     return fig
 
 

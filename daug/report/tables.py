@@ -190,7 +190,8 @@ def sensitivity(claims: pd.DataFrame, evidence: pd.DataFrame, margin: float) -> 
 
 
 def comparisons(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """Every comparison behind the claims: difference, corrected interval, p-values, power, verdict."""
+    """Every comparison behind the claims: difference, corrected interval, Holm p-value, power, verdict
+    (the test's kind is the comparison's relation, > or >=; p and SE stay in the evidence frame)."""
     if frame.empty:
         return frame
     rows = []
@@ -198,11 +199,10 @@ def comparisons(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
         has = r.diff is not None and not pd.isna(r.diff)
         rows.append({"claim #": r.claim, "dataset": r.dataset,
                      "endpoint": METRIC_LABELS.get(r.endpoint, r.endpoint), "comparison": r.comparison,
-                     "test": r.test, "X": fmt(r.a, digits) if has else "–", "Y": fmt(r.b, digits) if has else "–",
+                     "X": fmt(r.a, digits) if has else "–", "Y": fmt(r.b, digits) if has else "–",
                      "X - Y": signed(r.diff, digits), "corrected CI": interval(r.ci_low, r.ci_high, digits),
                      "level": f"{r.level:.2%}" if has else "–", "m": fmt(r.m),
-                     "p": f"{r.p:.3g}" if has else "–", "p_holm": f"{r.p_holm:.3g}" if has else "–",
-                     "SE": fmt(r.se, digits) if has else "–", "MDE": fmt(r.mde, digits) if has else "–",
+                     "p_holm": f"{r.p_holm:.3g}" if has else "–", "MDE": fmt(r.mde, digits) if has else "–",
                      "half-width": fmt(r.half_width, digits) if has else "–",
                      "n / seeds X / Y": f"{int(r.n)} / {int(r.n_seeds_a)} / {int(r.n_seeds_b)}" if has else "–",
                      "df": fmt(r.df, 1) if has and r.df is not None and not pd.isna(r.df) else "–",
@@ -358,3 +358,85 @@ def _limits(study: Study, params: dict) -> list[str]:
     limits.append("small data by design (the paper's premise is scarce data): effects smaller than the MDE "
                   "column cannot be told from zero")
     return limits
+
+
+def findings(study: Study, params: dict, claims: pd.DataFrame, forest: pd.DataFrame, cfg: dict) -> list[str]:
+    """The report's summary, one line each: what was run, every claim's verdict with its numbers, the
+    precision each method - none comparison reached, what this profile cannot show."""
+    from daug.report.provenance import base_model
+
+    target, margin = cfg["claims"]["precision_target"], cfg["claims"]["margin"]
+    ev = {ds: study.eval_rows(ds, study.methods[0]) for ds in study.datasets}
+    seeds = "; ".join(f"{ds}: {len(study.dataset_seeds.get(ds, study.seeds))} training seeds" for ds in study.datasets)
+    lines = [f"What was run: the {study.name or 'paper'} study of the {params.get('profile')} profile, "
+             f"{len(study.methods)} methods ({', '.join(study.methods)}) on {', '.join(study.datasets)}; {seeds} "
+             f"per method; test loss on {_per_dataset(study, {d: e.n_loss.iloc[0] if len(e) else None for d, e in ev.items()})} "
+             f"test examples; base model {base_model(params).split(';')[0]}."]
+    for c in claims.to_dict("records"):
+        counts = c["numbers"].split(". ", 1)[0]
+        half = "" if c["at half the margin"] in ("–", c["verdict"]) else f"; at half the margin: {c['at half the margin']}"
+        lines.append(f"Claim {c['#']} ({c['claim (paper section 4)']}): {c['verdict'].upper()} ({counts}{half}).")
+    if len(forest):
+        wide = forest[forest.half_width95 > target]
+        largest = forest.loc[forest["diff"].abs().idxmax()]
+        counts = forest.verdict.value_counts()
+        lines.append(f"Each method minus none on test loss: 95% half-widths {forest.half_width95.min():.3f} to "
+                     f"{forest.half_width95.max():.3f} nats/token, "
+                     + ("all within the " if wide.empty else f"{len(wide)} of {len(forest)} over the ")
+                     + f"{target:g} target; largest difference {largest.method} - none on {largest.dataset}: "
+                     f"{largest['diff']:+.4f} [{largest.ci95_low:+.4f}, {largest.ci95_high:+.4f}]; verdicts against "
+                     f"none at margin {margin:g}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+    lines.append("What this profile cannot show: " + "; ".join(_limits(study, params)) + ".")
+    return lines
+
+
+def deciding_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose verdict decides something (not inconclusive) first, in their order otherwise."""
+    if frame.empty:
+        return frame
+    from daug.stats import INCONCLUSIVE
+
+    return frame.assign(_k=(frame.verdict == INCONCLUSIVE)).sort_values("_k", kind="stable").drop(columns="_k")
+
+
+def verdict_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per endpoint: how many comparisons got each verdict."""
+    if frame.empty:
+        return pd.DataFrame()
+    table = pd.crosstab(frame.endpoint.map(lambda e: METRIC_LABELS.get(e, e)), frame.verdict)
+    return table.reset_index().rename(columns={"endpoint": "endpoint"}).astype(str)
+
+
+def glossary(study: Study) -> dict[str, str]:
+    """Every abbreviation the report uses; the methods' from their modules' docstrings (one home)."""
+    import importlib
+
+    from daug.augment import METHODS
+
+    terms = {}
+    for m in study.methods:
+        doc = (importlib.import_module(METHODS[m].__module__).__doc__ or "").strip() if m in METHODS else ""
+        terms[m] = doc.split(":", 1)[1].strip().split(". ")[0].rstrip(".") if ":" in doc else "augmentation method"
+    terms.update({
+        "base (step 0)": "the pretrained base model without fine-tuning (every adapter starts there)",
+        "seed": "a training seed: LoRA initialisation, dropout and batch order, the same in every method of a "
+                "dataset, so a seed is a block and comparisons are paired on it",
+        "nats/token": "test loss unit: mean negative log-likelihood per reply token of the reference reply",
+        "CI": "confidence interval; '95% CI' uncorrected, 'corrected CI' at 1 - alpha/m for the claims' family",
+        "half-width": "half the 95% CI's width: the precision reached (target in the precision table)",
+        "margin": "the registered smallest difference that matters, for equivalence and non-inferiority",
+        "p_holm": "two-sided p-value adjusted by Holm's method within the family of comparisons",
+        "m": "the number of distinct comparisons in the family (the multiplicity correction's size)",
+        "SE": "standard error of the difference",
+        "df": "degrees of freedom of the seed-paired t interval (Welch-Satterthwaite)",
+        "MDE": "minimum detectable effect: the smallest true difference the corrected interval detects with the "
+               "stated power",
+        "supported / contradicted": "the corrected interval lies wholly on the claimed / the opposite side",
+        "equivalent": "the corrected interval lies within +/- the margin",
+        "inconclusive": "none of the above: the data cannot decide at this precision",
+        "not testable": "the design cannot show what the claim is about (the reason is given)",
+        "BLEU, ROUGE-1/2/L, chrF": "overlap of a generated reply with the reference (0-100, higher is better), on "
+                                   "Chinese characters",
+        "t-SNE": "a 2-D map of sentence embeddings; nearby points are similar sentences",
+    })
+    return terms
