@@ -227,7 +227,7 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     root, report = built
     out = root / "reports/smoke"
     names = {"forest-zhenhuan", "forest-paimon", "fig3-loss", "fig4-scores", "fidelity-diversity",
-             "tsne-zhenhuan", "tsne-paimon"}
+             "tsne-zhenhuan", "tsne-paimon", "persona-loss"}
     assert set(report.figures) == names
     for name in names:
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -235,7 +235,8 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     for heading in ("Provenance", "The paper&#x27;s claims against this run", "Design", "Primary endpoint",
                     "Scores per run", "Training and loss curves", "Degeneration of generated replies",
                     "fidelity versus diversity", "t-SNE", "Data curation", "Sample replies", "Wall time per stage",
-                    "claim evidence", "secondary endpoints", "Summary", "Glossary"):
+                    "claim evidence", "secondary endpoints", "Summary", "Glossary",
+                    "Does it sound like the character"):
         assert heading in html, heading
     assert html.count("<img ") == len(names)
     for key in ("git commit", "parameter hash", "base model", "packages", "machine", "torch ", "training seeds 0, 1"):

@@ -29,6 +29,7 @@ def config(params: dict) -> dict:
     require("report", cfg, {
         "samples": integer(0), "claims.margin": number(0, open_low=True), "claims.alpha": fraction, "claims.power": fraction,
         "claims.precision_target": number(0, open_low=True), "claims.bootstrap": integer(1),
+        "persona.C": number(0, open_low=True), "persona.bootstrap": integer(1),
         "claims.secondary": (lambda v: all(m in METRICS for m in v), f"metrics among: {', '.join(METRICS)}")})
     return cfg
 
@@ -87,6 +88,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
         shutil.rmtree(fig_dir)  # figures of datasets or methods no longer in params must not linger
     paths = Paths(profile, Path(root))
     seed = int(params.get("seed", 0))
+    personas = _personas(study, paths, params, cfg, seed)  # adds each reply's persona score to its prediction row
     claims, evidence, secondary, comparer = C.judge(study, cfg["claims"], seed)
     forest = pd.concat([C.versus_reference(comparer, ds, cfg["claims"]) for ds in study.datasets], ignore_index=True)
     w = _Writer(Doc(f"Text data augmentation for LoRA character chat: study report ({profile} profile)"),
@@ -95,11 +97,13 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
 
     # findings first: the summary, the claims, then the contents and the sections a reader judges by;
     # every detail table is folded (<details>) or in the appendix
-    _summary(w, study, params, claims, forest, cfg)
+    _summary(w, study, params, claims, forest, cfg, personas, comparer)
     _claims(w, claims, evidence, cfg)
     w.doc.contents()
     _primary(w, study, forest, cfg)
-    _results(w, study, cfg, score_differences(comparer, forest, study, cfg))
+    differences = score_differences(comparer, forest, study, cfg)
+    _results(w, study, cfg, differences)
+    _persona(w, study, personas, comparer, cfg, differences)
     _data(w, study, paths, cfg, seed, embed)
     _design(w, study, params, cfg)
     _other_studies(w, params, paths, cfg)
@@ -122,13 +126,102 @@ def _check_complete(study, cfg: dict) -> None:
                         "run the pipeline first (dvc repro), or set report.strict: false")
 
 
-def _summary(w: _Writer, study, params: dict, claims, forest, cfg: dict) -> None:
+def _summary(w: _Writer, study, params: dict, claims, forest, cfg: dict, personas, comparer) -> None:
     """What was run, each claim's verdict in one line with its numbers, the precision reached and
     what this profile cannot show: what a reader can act on before any table."""
     from daug.report import tables as T
 
     w.doc.heading("Summary")
-    w.doc.bullets(T.findings(study, params, claims, forest, cfg), css="summary")
+    lines = T.findings(study, params, claims, forest, cfg)
+    if personas:
+        lines.insert(-1, T.persona_finding(personas, persona_versus_none(comparer, cfg)))
+    w.doc.bullets(lines, css="summary")
+
+
+def _personas(study, paths, params: dict, cfg: dict, seed: int) -> dict:
+    """The persona classifiers (daug/report/persona.py), one per dataset of params (the other
+    datasets' lines are each one's negatives, whether or not the judged study runs them), fitted on
+    the prepared splits and the base model's replies; every reply of the study scored. {} when a
+    split of a study dataset or its base replies are missing."""
+    from daug.io import iter_jsonl
+    from daug.paths import BASE
+    from daug.report import persona as PS
+
+    splits = {}
+    for ds in dict.fromkeys([*study.datasets, *(params.get("datasets") or {})]):
+        files = {s: paths.prepared(ds, s) for s in ("train", "val", "test")}
+        if all(f.exists() for f in files.values()):
+            splits[ds] = {s: [r["output"] for r in iter_jsonl(f)] for s, f in files.items()}
+        elif ds in study.datasets:
+            return {}
+    if any((ds, BASE) not in study.predictions for ds in study.datasets):
+        return {}
+    base = {ds: study.predictions[(ds, BASE)] for ds in study.datasets}
+    personas = PS.fit(splits, base, cfg["persona"], seed)
+    PS.score_predictions(personas, study.predictions)
+    return personas
+
+
+def persona_versus_none(comparer, cfg: dict):
+    """Each method minus none on the persona score, seed-paired, one Holm family per dataset."""
+    import pandas as pd
+
+    from daug.report import claims as C
+    from daug.report.persona import ENDPOINT
+
+    study, rows = comparer.study, []
+    if C.REFERENCE not in study.methods:
+        return pd.DataFrame()
+    for ds in study.datasets:
+        others = [m for m in study.methods if m != C.REFERENCE]
+        diffs = {m: comparer.difference(ENDPOINT, ds, m, C.REFERENCE) for m in others}
+        judged = C.judge_family(diffs, {m: ">" for m in others}, endpoint=ENDPOINT, alpha=cfg["claims"]["alpha"],
+                                power=cfg["claims"]["power"], margin=None)
+        for m in others:
+            d, j = diffs[m], judged[m]
+            if d is None:
+                continue
+            low95, high95 = d.interval(0.05)
+            rows.append({"dataset": ds, "method": m, "diff": d.diff, "ci95_low": low95, "ci95_high": high95,
+                         "ci_low": j["ci_low"], "ci_high": j["ci_high"], "level": j["level"], "p_holm": j["p_holm"],
+                         "verdict": j["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def _persona(w: _Writer, study, personas: dict, comparer, cfg: dict, differences) -> None:
+    """Does it sound like the character: the classifier's validation, the score per run, the paired
+    comparisons with none, persona against test loss, and the out-of-character checks."""
+    from daug.report import figures as F
+    from daug.report import persona as PS
+    from daug.report import tables as T
+
+    w.doc.heading("Does it sound like the character? (persona score and out-of-character checks)")
+    if not personas:
+        w.doc.paragraph("No persona score: the prepared splits or the base model's replies were not found.", note=True)
+    else:
+        negatives = next(iter(personas.values())).negatives
+        w.doc.paragraph(
+            "Persona score: the calibrated probability that a reply is its character's, from a classifier per "
+            "dataset (character 1-3-gram TF-IDF, logistic regression) trained on the character's training-split "
+            f"replies against {negatives} (one third of the base model's test replies), Platt-calibrated on the "
+            "validation split and another third; a secondary endpoint, paired like the others, deciding no claim. "
+            "Validation on lines it never saw: the character's test references against each negative group (AUC: the "
+            "probability that a real line outranks a negative, 95% bootstrap interval).", note=True)
+        w.doc.table(T.persona_validation(personas), "The persona classifier's validation")
+        w.doc.table(T.persona_scores(study), "Persona score per run: mean over the seeds that generated [min, max]")
+        w.doc.table(T.persona_comparisons(persona_versus_none(comparer, cfg)),
+                    "Each method minus none on the persona score (seed-paired; corrected: Holm within each dataset's "
+                    "family, Bonferroni interval)")
+        w.figure("persona-loss", F.persona_vs_loss(study, differences),
+                 "Persona score against test loss per run (mean over seeds; bars: the seeds' range), one colour per "
+                 "method, one marker per dataset; the base model's point where it has both.")
+    w.doc.paragraph("Checks (definitions: daug/report/persona.py): out_of_character names the source work or being "
+                    "a model or an AI (params report.persona.out_of_character) where the reference does not; markup "
+                    "has HTML tags, code fences or Markdown where the reference has none; duplicate is the same "
+                    "reply as another of the run's for the same seed; distinct_1/2 are the distinct character "
+                    "1-/2-grams over the run's replies; top_opening_share (Degeneration) the share opening with the "
+                    "run's most common 5 characters. Mean over seeds [min, max].", note=True)
+    w.doc.table(T.character_checks(study, cfg["persona"]["out_of_character"]), "Out-of-character and diversity checks")
 
 
 def _claims(w: _Writer, claims, evidence, cfg: dict) -> None:
@@ -168,11 +261,13 @@ def score_differences(comparer, forest, study, cfg: dict):
     import pandas as pd
 
     from daug.report import claims as C
+    from daug.report.persona import ENDPOINT
 
     rows = [{"metric": C.PRIMARY, "dataset": r.dataset, "method": r.method, "diff": r.diff, "low": r.ci95_low,
              "high": r.ci95_high} for r in forest.itertuples(index=False)] if len(forest) else []
+    scored = any(ENDPOINT in preds[0] for preds in study.predictions.values() if preds)
     if C.REFERENCE in study.methods:
-        for metric in cfg["claims"]["secondary"]:
+        for metric in [*cfg["claims"]["secondary"], *([ENDPOINT] if scored else [])]:
             for ds in study.datasets:
                 for m in study.methods:
                     d = comparer.difference(metric, ds, m, C.REFERENCE) if m != C.REFERENCE else None

@@ -265,3 +265,41 @@ def tsne_panels(points: pd.DataFrame, ds: str, methods: list[str]) -> Figure:
         ax.set_visible(False)
     axes[0].legend(loc="best", fontsize=7, markerscale=1.5)
     return fig
+
+
+@_rc
+def persona_vs_loss(study: Study, differences: pd.DataFrame | None = None) -> Figure:
+    """Persona score against test loss per run (mean over seeds, bars: the seeds' range), one colour
+    per method and one marker per dataset, the base model in black."""
+    from daug.paths import BASE
+    from daug.report.persona import ENDPOINT
+
+    colors = {**method_colors(study.methods), BASE: (0, 0, 0, 1)}
+    markers = dict(zip(study.datasets, "os^Dv"))
+    fig = new_figure(7.5, 4.2)
+    ax = fig.subplots()
+    for ds in study.datasets:
+        for method in study.runs:
+            loss = study.eval_rows(ds, method).get("test_loss", pd.Series(dtype=float)).dropna()
+            by_seed: dict = {}
+            for r in study.predictions.get((ds, method)) or []:
+                if ENDPOINT in r:
+                    by_seed.setdefault(r.get("seed"), []).append(r[ENDPOINT])
+            persona = [float(np.mean(v)) for v in by_seed.values()]
+            if not len(loss) or not persona:
+                continue
+            x, y = float(np.mean(loss)), float(np.mean(persona))
+            ax.errorbar([x], [y], xerr=[[x - loss.min()], [loss.max() - x]], yerr=[[y - min(persona)], [max(persona) - y]],
+                        fmt=markers[ds], color=colors.get(method, GREY), markersize=6, markeredgecolor="black",
+                        markeredgewidth=0.4, capsize=2, linewidth=0.8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[m], marker="o", linestyle="none", label=ascii_label(m if m != BASE else "base"))
+               for m in study.runs if m in colors]
+    handles += [Line2D([], [], color="#555555", marker=markers[ds], linestyle="none", label=ascii_label(ds))
+                for ds in study.datasets]
+    ax.set(xlabel="test loss (nats/token, lower is better)", ylabel="persona score (0-1, higher: more in character)",
+           title="Persona score against test loss per run")
+    ax.grid(alpha=0.3)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    return fig

@@ -438,5 +438,88 @@ def glossary(study: Study) -> dict[str, str]:
         "BLEU, ROUGE-1/2/L, chrF": "overlap of a generated reply with the reference (0-100, higher is better), on "
                                    "Chinese characters",
         "t-SNE": "a 2-D map of sentence embeddings; nearby points are similar sentences",
+        "persona score": "the calibrated probability (0-1) that a reply is its character's, from a classifier "
+                         "trained on the character's lines (daug/report/persona.py)",
+        "AUC": "area under the ROC curve: the probability that a real line of the character outranks a negative",
+        "out_of_character, markup, duplicate, distinct_1/2": "checks of a run's replies (daug/report/persona.py)",
     })
     return terms
+
+
+def persona_finding(personas: dict, versus_none: pd.DataFrame) -> str:
+    """The summary's line on the persona score: how well the classifier tells the character, and
+    which methods sound more or less like it than none."""
+    from daug.stats import CONTRADICTED, SUPPORTED
+
+    val = pd.concat([p.validation for p in personas.values()], ignore_index=True)
+    text = (f"Persona score (does a reply sound like its character; a secondary endpoint): the classifier's "
+            f"validation AUC {val.AUC.min():.2f} to {val.AUC.max():.2f} over {len(val)} negative groups")
+    if len(versus_none):
+        better = [f"{r.dataset} {r.method}" for r in versus_none.itertuples() if r.verdict == SUPPORTED]
+        worse = [f"{r.dataset} {r.method}" for r in versus_none.itertuples() if r.verdict == CONTRADICTED]
+        text += ("; more in character than none (corrected): " + (", ".join(better) or "no method")
+                 + "; less: " + (", ".join(worse) or "no method"))
+    return text + "."
+
+
+def persona_validation(personas: dict) -> pd.DataFrame:
+    rows = []
+    for p in personas.values():
+        for r in p.validation.to_dict("records"):
+            rows.append({"dataset": r["dataset"], "negatives": r["negatives"],
+                         "n (character / negatives)": f"{r['n positives']} / {r['n negatives']}",
+                         "AUC [95% CI]": f"{r['AUC']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
+                         "mean score: character": fixed(r["mean score, character"], 3),
+                         "mean score: negatives": fixed(r["mean score, negatives"], 3)})
+    return pd.DataFrame(rows)
+
+
+def persona_scores(study: Study) -> pd.DataFrame:
+    """Per dataset x run (base model first): the persona score, mean over seeds [min, max]."""
+    from daug.report.persona import ENDPOINT
+
+    rows = []
+    for ds in study.datasets:
+        for method in _runs(study):
+            preds = study.predictions.get((ds, method)) or []
+            by_seed: dict = {}
+            for r in preds:
+                if ENDPOINT in r:
+                    by_seed.setdefault(r.get("seed"), []).append(r[ENDPOINT])
+            if by_seed:
+                rows.append({"dataset": ds, "run": "base (step 0)" if method == BASE else method,
+                             "seeds": "–" if method == BASE else str(len(by_seed)),
+                             "persona score": spread([np.mean(v) for v in by_seed.values()], 3),
+                             "replies per seed": str(len(next(iter(by_seed.values()))))})
+    return pd.DataFrame(rows)
+
+
+def persona_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return pd.DataFrame([{"dataset": r.dataset, "comparison": f"{r.method} - none", "difference": signed(r.diff, 3),
+                          "95% CI": interval(r.ci95_low, r.ci95_high, 3),
+                          "corrected CI": interval(r.ci_low, r.ci_high, 3), "level": f"{r.level:.2%}",
+                          "p_holm": f"{r.p_holm:.3g}", "verdict 'X > none'": r.verdict}
+                         for r in frame.itertuples(index=False)])
+
+
+def character_checks(study: Study, terms: dict) -> pd.DataFrame:
+    """Per dataset x run: the out-of-character and diversity checks (daug/report/persona.py), mean
+    over the seeds that generated [min, max]."""
+    from daug.report.persona import CHECKS, checks
+
+    rows = []
+    for ds in study.datasets:
+        words = [*terms.get("all", []), *terms.get(ds, [])]
+        for method in _runs(study):
+            by_seed: dict = {}
+            for r in study.predictions.get((ds, method)) or []:
+                by_seed.setdefault(r.get("seed"), []).append(r)
+            if not by_seed:
+                continue
+            per_seed = [checks(rows_, words) for rows_ in by_seed.values()]
+            row = {"dataset": ds, "run": "base (step 0)" if method == BASE else method}
+            row.update({c: spread([s[c] for s in per_seed], 3) for c in CHECKS})
+            rows.append(row)
+    return pd.DataFrame(rows)
