@@ -30,6 +30,8 @@ def config(params: dict) -> dict:
         "samples": integer(0), "claims.margin": number(0, open_low=True), "claims.alpha": fraction, "claims.power": fraction,
         "claims.precision_target": number(0, open_low=True), "claims.bootstrap": integer(1),
         "persona.C": number(0, open_low=True), "persona.bootstrap": integer(1),
+        "judge.max_prompts": integer(1), "judge.retries": integer(0), "judge.max_new_tokens": integer(1),
+        "judge.backend": (lambda v: v in (None, "openai"), "null (no judge) or openai"),
         "claims.secondary": (lambda v: all(m in METRICS for m in v), f"metrics among: {', '.join(METRICS)}")})
     return cfg
 
@@ -104,6 +106,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     differences = score_differences(comparer, forest, study, cfg)
     _results(w, study, cfg, differences)
     _persona(w, study, personas, comparer, cfg, differences)
+    _judge(w, study, params, cfg, seed, out_dir)
     _data(w, study, paths, cfg, seed, embed)
     _design(w, study, params, cfg)
     _other_studies(w, params, paths, cfg)
@@ -160,6 +163,33 @@ def _personas(study, paths, params: dict, cfg: dict, seed: int) -> dict:
     personas = PS.fit(splits, base, cfg["persona"], seed)
     PS.score_predictions(personas, study.predictions)
     return personas
+
+
+def _judge(w: _Writer, study, params: dict, cfg: dict, seed: int, out_dir: Path) -> None:
+    """The pairwise win-rate judge, when a backend is configured; its decisions to judge.jsonl (empty
+    when none is: the file is the stage's output either way)."""
+    from daug.io import atomic_write_text, dumps
+    from daug.report import judge as J
+    from daug.report import tables as T
+
+    w.doc.heading("Pairwise judge: which reply is more in character", 3)
+    decisions = []
+    if not J.enabled(cfg["judge"]):
+        w.doc.paragraph("No judge endpoint is configured (params report.judge.backend: null), so there are no "
+                        "win rates; README, 'A pairwise judge', says how to configure one.", note=True)
+    else:
+        from daug.backends import get_backend
+
+        backend = get_backend(cfg["judge"]["backend"], (params.get("backends") or {}).get(cfg["judge"]["backend"]))
+        summary, decisions = J.judge(study, backend, cfg["judge"], seed)
+        w.doc.paragraph(f"Judge: {backend.describe()['model']} through the {cfg['judge']['backend']} backend. Each "
+                        "prompt is asked twice with the replies in both positions; X's score is 1 (picked), 0.5 (tie) "
+                        "or 0, averaged over the two orders (removing the judge's position bias, shown); the win rate "
+                        "is its mean over prompts and seeds with a 95% interval paired over them (0.5: no "
+                        "preference). Every decision: judge.jsonl beside this report.", note=True)
+        w.doc.table(T.judge_table(summary), "Win rate of X over Y")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "judge.jsonl", "".join(dumps(d) + "\n" for d in decisions))
 
 
 def persona_versus_none(comparer, cfg: dict):

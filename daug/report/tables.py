@@ -523,3 +523,14 @@ def character_checks(study: Study, terms: dict) -> pd.DataFrame:
             row.update({c: spread([s[c] for s in per_seed], 3) for c in CHECKS})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def judge_table(summary: pd.DataFrame) -> pd.DataFrame:
+    if summary.empty:
+        return summary
+    return pd.DataFrame([{"dataset": r["dataset"], "X vs Y": f"{r['x']} vs {r['y']}",
+                          "win rate of X [95% CI]": "–" if r["win rate"] is None else
+                          f"{r['win rate']:.3f} [{fixed(r['low'], 3)}, {fixed(r['high'], 3)}]",
+                          "ties": fixed(r["ties"], 3), "asked": fmt(r["asked"]), "missing": fmt(r["missing"]),
+                          "position bias": fixed(r["position bias (share A - 0.5)"], 3)}
+                         for r in summary.to_dict("records")])

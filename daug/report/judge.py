@@ -1,0 +1,147 @@
+"""The companion slides' pairwise judge: which of two runs' replies to the same prompt is the better
+in-character answer, asked of a language model through the `openai` backend (any OpenAI-compatible
+endpoint; the key only from the environment variable the backend names, never written anywhere).
+
+Off by default (`report.judge.backend: null`): the report then says so in one line and shows no
+judge numbers; a judge result is never produced by a stand-in.
+
+Procedure, per dataset, pair (X, Y), generation seed and prompt that both runs answered:
+  - the judge sees the character's name, the user's line and the two replies as A and B, and answers
+    A, B or TIE; it is asked twice, X as A then Y as A, so each reply is seen in both positions;
+  - an answer that does not parse (`parse`) is asked again with the next request seed, up to
+    `retries` times, then counted as missing (reported; never guessed);
+  - X's score on the prompt: the mean over the two orders of 1 (X picked), 0.5 (TIE), 0 (Y picked):
+    averaging the orders removes the judge's position bias, which is measured as the share of
+    decided answers that picked A, minus 0.5;
+  - the win rate is the mean score over prompts and seeds; its interval is paired over the same
+    prompts and seeds (`daug.stats.seed_mean` of score - 0.5), so 0.5 means no preference.
+Every decision is written, one line per prompt, order and seed, to `judge.jsonl` beside the report.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from daug import DaugError
+
+PROMPT = ("你是角色扮演对话的评审。角色：{character}。\n"
+          "对方对{character}说：{prompt}\n\n"
+          "回复A：{a}\n\n回复B：{b}\n\n"
+          "哪个回复更像{character}本人会说的话（语气、用词、身份都符合），并且切题？"
+          "只回答一个词：A、B 或 TIE（两者一样好或一样差）。")
+ANSWER = re.compile(r"^\W*(?:回复|答案|answer)?\s*[:：]?\s*(TIE|A|B)(?![A-Za-z])", re.I)
+SCORE = {"x": 1.0, "tie": 0.5, "y": 0.0}
+
+
+def parse(reply: str) -> str | None:
+    """'A', 'B' or 'TIE' from the judge's reply; None if it says none of them first."""
+    found = ANSWER.match((reply or "").strip())
+    return found.group(1).upper() if found else None
+
+
+def enabled(cfg: dict) -> bool:
+    return bool(cfg.get("backend"))
+
+
+def pairs(cfg: dict, methods: list[str]) -> list[tuple[str, str]]:
+    """The (X, Y) pairs to judge: params `report.judge.pairs`, or every method against none."""
+    if cfg.get("pairs"):
+        out = [tuple(p) for p in cfg["pairs"]]
+        unknown = sorted({m for p in out for m in p} - set(methods))
+        if unknown or any(len(p) != 2 for p in out):
+            raise DaugError(f"params report.judge.pairs: pairs of the study's methods ({', '.join(methods)}); "
+                            f"got {cfg['pairs']!r}")
+        return out
+    return [(m, "none") for m in methods if m != "none"] if "none" in methods else []
+
+
+def _jobs(study, ds: str, x: str, y: str, max_prompts: int) -> list[dict]:
+    """The prompts both runs answered, per generation seed both have: [{seed, id, prompt, x, y}]."""
+    def by_key(method):
+        return {(r.get("seed"), r["id"]): r for r in study.predictions.get((ds, method)) or []}
+
+    rx, ry = by_key(x), by_key(y)
+    jobs = []
+    for seed in sorted({s for s, _ in rx} & {s for s, _ in ry}, key=lambda s: -1 if s is None else s):
+        ids = [i for s, i in rx if s == seed and (seed, i) in ry][:max_prompts]
+        for i in ids:
+            r = rx[(seed, i)]
+            prompt = r.get("instruction", "") + (f"\n{r['input']}" if r.get("input") else "")
+            jobs.append({"seed": seed, "id": i, "prompt": prompt, "x": r["prediction"], "y": ry[(seed, i)]["prediction"]})
+    return jobs
+
+
+def judge(study, backend, cfg: dict, seed: int) -> tuple[pd.DataFrame, list[dict]]:
+    """(one row per dataset and pair: win rate of X over Y with its paired 95% interval, ties, missing,
+    position bias; every decision). `backend`: an OpenAIBackend (or any with `chat`)."""
+    from daug import stats
+
+    summary, decisions = [], []
+    for ds in study.datasets:
+        character = (cfg.get("characters") or {}).get(ds, ds)
+        for x, y in pairs(cfg, study.methods):
+            jobs = _jobs(study, ds, x, y, cfg["max_prompts"])
+            if not jobs:
+                continue
+            # order 0: X is A; order 1: Y is A. Ask, then re-ask unparsed answers with the next request seed
+            asks = [(j, order) for j in jobs for order in (0, 1)]
+            answers: dict[int, str | None] = {}
+            raw: dict[int, str] = {}
+            for attempt in range(cfg["retries"] + 1):
+                todo = [k for k in range(len(asks)) if answers.get(k) is None]
+                if not todo:
+                    break
+                convs = []
+                for k in todo:
+                    j, order = asks[k]
+                    a, b = (j["x"], j["y"]) if order == 0 else (j["y"], j["x"])
+                    convs.append([{"role": "user", "content": PROMPT.format(character=character, prompt=j["prompt"],
+                                                                            a=a, b=b)}])
+                replies = backend.chat(convs, [seed + attempt] * len(convs), temperature=0.0,
+                                       max_new_tokens=cfg["max_new_tokens"])
+                for k, reply in zip(todo, replies):
+                    answers[k], raw[k] = parse(reply), reply
+            for k, (j, order) in enumerate(asks):
+                picked = answers.get(k)
+                winner = None if picked is None else "tie" if picked == "TIE" else (
+                    "x" if (picked == "A") == (order == 0) else "y")
+                decisions.append({"dataset": ds, "x": x, "y": y, "seed": j["seed"], "id": j["id"],
+                                  "order": "x first" if order == 0 else "y first", "answer": picked,
+                                  "winner": winner, "raw": raw.get(k, "")})
+            summary.append(_summarise(ds, x, y, decisions[-len(asks):], stats))
+    return pd.DataFrame(summary), decisions
+
+
+def _summarise(ds: str, x: str, y: str, rows: list[dict], stats) -> dict:
+    """Win rate of X over one pair's decisions: per prompt and seed, the mean over the orders answered."""
+    frame = pd.DataFrame(rows)
+    frame["score"] = frame.winner.map(SCORE)
+    decided = frame.dropna(subset=["score"])
+    per = decided.groupby(["seed", "id"], dropna=False).score.mean().reset_index()
+    out = {"dataset": ds, "x": x, "y": y, "prompts x seeds": len(frame) // 2, "asked": len(frame),
+           "missing": int(frame.winner.isna().sum()), "ties": float((decided.winner == "tie").mean()) if len(decided) else None,
+           "position bias (share A - 0.5)": float((decided.answer[decided.answer != "TIE"] == "A").mean() - 0.5)
+           if (decided.answer != "TIE").any() else None}
+    if per.empty:
+        return {**out, "win rate": None, "low": None, "high": None}
+    per["seed"] = per.seed.map(lambda s: -1 if s is None or pd.isna(s) else s)
+    matrix = per.pivot(index="seed", columns="id", values="score").dropna(axis=1).to_numpy()
+    if matrix.shape[0] >= 2 and matrix.shape[1] >= 2:
+        d = stats.seed_mean(matrix - 0.5)
+        low, high = d.interval(0.05)
+    elif matrix.size >= 2:
+        v = matrix.mean(axis=0) - 0.5
+        half = float(stats_t(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+        low, high = float(v.mean() - half), float(v.mean() + half)
+    else:
+        low = high = None
+    rate = float(matrix.mean()) if matrix.size else None
+    return {**out, "win rate": rate, "low": None if low is None else 0.5 + low, "high": None if high is None else 0.5 + high}
+
+
+def stats_t(df: int) -> float:
+    from scipy import stats as st
+
+    return float(st.t.ppf(0.975, df))
