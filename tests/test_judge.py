@@ -85,3 +85,29 @@ def test_pairs_must_be_the_studys_methods():
     assert J.pairs({"pairs": None}, ["none", "rd", "pg"]) == [("rd", "none"), ("pg", "none")]
     with pytest.raises(DaugError, match="report.judge.pairs"):
         J.pairs({"pairs": [["pg", "bt"]]}, ["none", "pg"])
+
+
+def test_refine_and_expand_are_judged_on_detail_and_truthfulness(tmp_path):
+    records = [{"id": f"r{i}", "instruction": f"问题{i}", "method": "none", "source_id": f"r{i}"} for i in range(4)]
+    records += [{"id": f"r{i}-refine-0", "instruction": f"请详细说明：问题{i}", "method": "refine", "source_id": f"r{i}"}
+                for i in range(4)]
+    records.append({"id": "r9-refine-0", "instruction": "无源", "method": "refine", "source_id": "missing"})
+    pairs = J.instruction_pairs(records, 10)
+    assert [p["id"] for p in pairs] == [f"r{i}-refine-0" for i in range(4)]  # a rewrite without its source is left out
+
+    def script(n, body):
+        text = body["messages"][-1]["content"]
+        if "回答A" not in text:  # the responder: longer answers to the rewritten instructions
+            return "这是一个非常详细、具体、分步骤的回答。" if text.startswith("请详细说明") else "好。"
+        if "详细" in text.split("哪个回答")[1]:
+            a = re.search(r"回答A：(.*?)\n", text).group(1)
+            return "A" if len(a) > 3 else "B"
+        return "TIE"
+
+    config = {**defaults()["report"]["judge"], "backend": "openai"}
+    with ChatServer(script) as server:
+        backend = get_backend("openai", {"base_url": server.url, "model": "judge", "cache_dir": str(tmp_path),
+                                         "backoff": 0.0, "max_retries": 0, "timeout": 5.0})
+        summary, decisions = J.judge_instructions(pairs, backend, config, seed=0)
+    assert summary["detail"]["win rate"] == 1.0 and summary["truthfulness"]["win rate"] == 0.5
+    assert summary["truthfulness"]["ties"] == 1.0 and len(decisions) == 2 * 2 * len(pairs)

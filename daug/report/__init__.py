@@ -73,7 +73,7 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     """
     import pandas as pd
 
-    from daug.io import atomic_write_text
+    from daug.io import atomic_write_text, dumps
     from daug.paths import Paths
     from daug.report import claims as C
     from daug.report import provenance as P
@@ -106,10 +106,10 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     differences = score_differences(comparer, forest, study, cfg)
     _results(w, study, cfg, differences)
     _persona(w, study, personas, comparer, cfg, differences)
-    _judge(w, study, params, cfg, seed, out_dir)
+    decisions = _judge(w, study, params, cfg, seed)
     _data(w, study, paths, cfg, seed, embed)
     _design(w, study, params, cfg)
-    _other_studies(w, params, paths, cfg)
+    decisions += _other_studies(w, params, paths, cfg, seed)
     _wall_times(w, study, stage_times, paths, out_dir)
     _provenance(w, study, params, stage_times, root)
     _glossary(w, study)
@@ -119,6 +119,8 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     html_path, md_path = out_dir / "study.html", out_dir / "study.md"
     atomic_write_text(html_path, w.doc.to_html())
     atomic_write_text(md_path, w.doc.to_markdown(out_dir))
+    # the pairwise judge's every decision (empty when no judge is configured: the file is an output either way)
+    atomic_write_text(out_dir / "judge.jsonl", "".join(dumps(d) + "\n" for d in decisions))
     return Report(html_path, md_path, w.figures, claims, evidence, secondary, forest, study)
 
 
@@ -165,31 +167,31 @@ def _personas(study, paths, params: dict, cfg: dict, seed: int) -> dict:
     return personas
 
 
-def _judge(w: _Writer, study, params: dict, cfg: dict, seed: int, out_dir: Path) -> None:
-    """The pairwise win-rate judge, when a backend is configured; its decisions to judge.jsonl (empty
-    when none is: the file is the stage's output either way)."""
-    from daug.io import atomic_write_text, dumps
+def _judge(w: _Writer, study, params: dict, cfg: dict, seed: int) -> list[dict]:
+    """The pairwise win-rate judge, when a backend is configured: its table, and its decisions."""
     from daug.report import judge as J
     from daug.report import tables as T
 
     w.doc.heading("Pairwise judge: which reply is more in character", 3)
-    decisions = []
     if not J.enabled(cfg["judge"]):
         w.doc.paragraph("No judge endpoint is configured (params report.judge.backend: null), so there are no "
                         "win rates; README, 'A pairwise judge', says how to configure one.", note=True)
-    else:
-        from daug.backends import get_backend
+        return []
+    backend = _judge_backend(params, cfg)
+    summary, decisions = J.judge(study, backend, cfg["judge"], seed)
+    w.doc.paragraph(f"Judge: {backend.describe()['model']} through the {cfg['judge']['backend']} backend. Each "
+                    "prompt is asked twice with the replies in both positions; X's score is 1 (picked), 0.5 (tie) "
+                    "or 0, averaged over the two orders (removing the judge's position bias, shown); the win rate "
+                    "is its mean over prompts and seeds with a 95% interval paired over them (0.5: no "
+                    "preference). Every decision: judge.jsonl beside this report.", note=True)
+    w.doc.table(T.judge_table(summary), "Win rate of X over Y")
+    return decisions
 
-        backend = get_backend(cfg["judge"]["backend"], (params.get("backends") or {}).get(cfg["judge"]["backend"]))
-        summary, decisions = J.judge(study, backend, cfg["judge"], seed)
-        w.doc.paragraph(f"Judge: {backend.describe()['model']} through the {cfg['judge']['backend']} backend. Each "
-                        "prompt is asked twice with the replies in both positions; X's score is 1 (picked), 0.5 (tie) "
-                        "or 0, averaged over the two orders (removing the judge's position bias, shown); the win rate "
-                        "is its mean over prompts and seeds with a 95% interval paired over them (0.5: no "
-                        "preference). Every decision: judge.jsonl beside this report.", note=True)
-        w.doc.table(T.judge_table(summary), "Win rate of X over Y")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "judge.jsonl", "".join(dumps(d) + "\n" for d in decisions))
+
+def _judge_backend(params: dict, cfg: dict):
+    from daug.backends import get_backend
+
+    return get_backend(cfg["judge"]["backend"], (params.get("backends") or {}).get(cfg["judge"]["backend"]))
 
 
 def persona_versus_none(comparer, cfg: dict):
@@ -485,7 +487,7 @@ def _evidence(w: _Writer, study, evidence, secondary) -> None:
                         + ", ".join(study.missing))
 
 
-def _other_studies(w: _Writer, params: dict, paths, cfg: dict) -> None:
+def _other_studies(w: _Writer, params: dict, paths, cfg: dict, seed: int) -> list[dict]:
     """A section per selected study besides the paper's: its runs, their seeds and losses. (Claims
     of their own come with the studies that make them; these sections state what was run.)"""
     from daug.report import tables as T
@@ -493,6 +495,7 @@ def _other_studies(w: _Writer, params: dict, paths, cfg: dict) -> None:
     from daug.runs import Grid
 
     grid, (paper, _, _) = Grid.of(params), paper_study(params)
+    decisions = []
     for name in grid.selected(params.get("study") or paper):
         if name == paper:
             continue
@@ -507,6 +510,36 @@ def _other_studies(w: _Writer, params: dict, paths, cfg: dict) -> None:
         w.doc.table(rows.map(lambda v: T.fmt(v, 4)) if len(rows) else rows)
         if missing:
             w.doc.paragraph("Not found: " + ", ".join(missing), note=True)
+        decisions += _judge_instructions(w, grid, name, params, paths, cfg, seed)
+    return decisions
+
+
+def _judge_instructions(w: _Writer, grid, name: str, params: dict, paths, cfg: dict, seed: int) -> list[dict]:
+    """The slides' refine/expand win rates for a study that runs them, when a judge is configured."""
+    import pandas as pd
+
+    from daug.io import iter_jsonl
+    from daug.report import judge as J
+    from daug.report import tables as T
+
+    cells = [(r.dataset, r.method) for r in grid.study_runs(name) if r.method in ("refine", "expand")]
+    if not cells or not J.enabled(cfg["judge"]):
+        if cells:
+            w.doc.paragraph("Refine and expand are judged by win rate (detail, truthfulness) only with a judge "
+                            "endpoint configured; none is (params report.judge.backend: null).", note=True)
+        return []
+    backend, rows, decisions = _judge_backend(params, cfg), [], []
+    for ds, method in dict.fromkeys(cells):
+        path = paths.augmented(grid.augmentation(ds, method))
+        pairs = J.instruction_pairs(list(iter_jsonl(path)), cfg["judge"]["max_prompts"]) if path.exists() else []
+        summary, found = J.judge_instructions(pairs, backend, cfg["judge"], seed)
+        decisions += [{**d, "dataset": ds, "method": method} for d in found]
+        rows += [{"dataset": ds, "x": method, "y": f"original ({criterion})", **{k: v for k, v in r.items()
+                  if k not in ("dataset", "x", "y")}} for criterion, r in summary.items()]
+    w.doc.table(T.judge_table(pd.DataFrame(rows)),
+                "Win rate of the rewritten instruction's answer over the original's, by the judge (the slides' "
+                "Table 5): both answers from the judge's backend, greedy")
+    return decisions
 
 
 def _timed(paths, study, out_dir: Path, stage: str, ds: str, method: str, seconds, link_type):

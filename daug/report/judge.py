@@ -16,6 +16,10 @@ Procedure, per dataset, pair (X, Y), generation seed and prompt that both runs a
   - the win rate is the mean score over prompts and seeds; its interval is paired over the same
     prompts and seeds (`daug.stats.seed_mean` of score - 0.5), so 0.5 means no preference.
 Every decision is written, one line per prompt, order and seed, to `judge.jsonl` beside the report.
+
+Refine and expand (the slides' Table 5): for a study that runs them, the same backend answers the
+original and the rewritten instruction (greedy), and the judge says which answer is more detailed
+and which more truthful, both orders, scored as above (`judge_instructions`).
 """
 from __future__ import annotations
 
@@ -126,7 +130,7 @@ def _summarise(ds: str, x: str, y: str, rows: list[dict], stats) -> dict:
            if (decided.answer != "TIE").any() else None}
     if per.empty:
         return {**out, "win rate": None, "low": None, "high": None}
-    per["seed"] = per.seed.map(lambda s: -1 if s is None or pd.isna(s) else s)
+    per["seed"] = per.seed.map(lambda s: -1 if s is None or pd.isna(s) else s).astype(int)
     matrix = per.pivot(index="seed", columns="id", values="score").dropna(axis=1).to_numpy()
     if matrix.shape[0] >= 2 and matrix.shape[1] >= 2:
         d = stats.seed_mean(matrix - 0.5)
@@ -145,3 +149,65 @@ def stats_t(df: int) -> float:
     from scipy import stats as st
 
     return float(st.t.ppf(0.975, df))
+
+
+# --- refine and expand, as the slides judge them ------------------------------------------------------
+
+CRITERIA = {"detail": "内容更详细、更具体", "truthfulness": "内容更真实、更准确，没有编造"}
+INSTRUCTION_PROMPT = ("比较两个问答。\n问题A：{qa}\n回答A：{a}\n\n问题B：{qb}\n回答B：{b}\n\n"
+                      "只看回答：哪个回答{criterion}？只回答一个词：A、B 或 TIE。")
+
+
+def instruction_pairs(records: list[dict], max_pairs: int) -> list[dict]:
+    """(original instruction, rewritten instruction) of an augmented file of `refine` or `expand`:
+    [{id, original, rewritten}], the first `max_pairs` rewrites whose source is in the file."""
+    originals = {r["id"]: r for r in records if r.get("method") == "none"}
+    out = []
+    for r in records:
+        source = originals.get(r.get("source_id"))
+        if r.get("method") != "none" and source is not None and r["instruction"] != source["instruction"]:
+            out.append({"id": r["id"], "original": source["instruction"], "rewritten": r["instruction"]})
+    return out[:max_pairs]
+
+
+def judge_instructions(pairs: list[dict], backend, cfg: dict, seed: int) -> tuple[dict, list[dict]]:
+    """The slides' win rate of a rewritten instruction over its original: one response to each (from
+    the same backend, greedy), then the judge on each criterion (CRITERIA), both orders, as `judge`
+    does. ({criterion: {win rate, low, high, missing, asked}}, every decision)."""
+    from daug import stats
+
+    if not pairs:
+        return {}, []
+    responses = backend.chat([[{"role": "user", "content": p[k]}] for p in pairs for k in ("original", "rewritten")],
+                             [seed] * (2 * len(pairs)), temperature=0.0)
+    for i, p in enumerate(pairs):
+        p["original_response"], p["rewritten_response"] = responses[2 * i], responses[2 * i + 1]
+    summary, decisions = {}, []
+    for criterion, text in CRITERIA.items():
+        asks = [(p, order) for p in pairs for order in (0, 1)]  # order 0: the rewritten instruction's answer is A
+        answers: dict[int, str | None] = {}
+        raw: dict[int, str] = {}
+        for attempt in range(cfg["retries"] + 1):
+            todo = [k for k in range(len(asks)) if answers.get(k) is None]
+            if not todo:
+                break
+            convs = []
+            for k in todo:
+                p, order = asks[k]
+                x, y = (p["rewritten"], p["rewritten_response"]), (p["original"], p["original_response"])
+                (qa, a), (qb, b) = (x, y) if order == 0 else (y, x)
+                convs.append([{"role": "user", "content": INSTRUCTION_PROMPT.format(qa=qa, a=a, qb=qb, b=b,
+                                                                                    criterion=text)}])
+            for k, reply in zip(todo, backend.chat(convs, [seed + attempt] * len(convs), temperature=0.0,
+                                                   max_new_tokens=cfg["max_new_tokens"])):
+                answers[k], raw[k] = parse(reply), reply
+        rows = []
+        for k, (p, order) in enumerate(asks):
+            picked = answers.get(k)
+            winner = None if picked is None else "tie" if picked == "TIE" else (
+                "x" if (picked == "A") == (order == 0) else "y")
+            rows.append({"criterion": criterion, "seed": None, "id": p["id"], "answer": picked, "winner": winner,
+                         "order": "rewritten first" if order == 0 else "original first", "raw": raw.get(k, "")})
+        decisions.extend(rows)
+        summary[criterion] = _summarise("", "rewritten", "original", rows, stats)
+    return summary, decisions
