@@ -240,7 +240,9 @@ def _persona(w: _Writer, study, personas: dict, comparer, cfg: dict, differences
             "Validation on lines it never saw: the character's test references against each negative group (AUC: the "
             "probability that a real line outranks a negative, 95% bootstrap interval).", note=True)
         w.doc.table(T.persona_validation(personas), "The persona classifier's validation")
-        w.doc.table(T.persona_scores(study), "Persona score per run: mean over the seeds that generated [min, max]")
+        w.doc.table(T.persona_scores(study), "Persona score per run: mean over the seeds that generated [min, max]. "
+                    "The base model's row is low partly by construction: a third of its replies are the "
+                    "classifier's negatives, a third its calibration; the methods' replies are unseen")
         w.doc.table(T.persona_comparisons(persona_versus_none(comparer, cfg)),
                     "Each method minus none on the persona score (seed-paired; corrected: Holm within each dataset's "
                     "family, Bonferroni interval)")
