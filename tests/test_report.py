@@ -241,7 +241,7 @@ def test_report_has_every_figure_and_table(built, html, study_params):
     assert html.count("<img ") == len(names)
     # no judge endpoint configured: one line says so, no win rate anywhere, an empty decisions file
     assert "No judge endpoint is configured" in html and "win rate of X" not in html.lower()
-    assert (out / "judge.jsonl").read_text(encoding="utf-8") == ""
+    assert not (out / "judge.jsonl").exists()
     for key in ("git commit", "parameter hash", "base model", "packages", "machine", "torch ", "training seeds 0, 1"):
         assert key in html, key
     # design: sizes, margins, what the profile cannot show

@@ -119,8 +119,13 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     html_path, md_path = out_dir / "study.html", out_dir / "study.md"
     atomic_write_text(html_path, w.doc.to_html())
     atomic_write_text(md_path, w.doc.to_markdown(out_dir))
-    # the pairwise judge's every decision (empty when no judge is configured: the file is an output either way)
-    atomic_write_text(out_dir / "judge.jsonl", "".join(dumps(d) + "\n" for d in decisions))
+    # The pairwise judge's every decision, only when a judge is configured. Not a DVC output: DVC has no
+    # optional outputs, and with no judge (the default) there is nothing to write; a stale file goes.
+    judged = out_dir / "judge.jsonl"
+    if decisions:
+        atomic_write_text(judged, "".join(dumps(d) + "\n" for d in decisions))
+    elif judged.exists():
+        judged.unlink()
     return Report(html_path, md_path, w.figures, claims, evidence, secondary, forest, study)
 
 
