@@ -45,6 +45,27 @@ def parse(reply: str) -> str | None:
     return found.group(1).upper() if found else None
 
 
+def _ask(prompts: list[str], backend, cfg: dict, seed: int) -> tuple[list[str | None], list[str]]:
+    """Each prompt asked once, and an answer that does not parse asked again with the next request
+    seed, up to `retries` times: (parsed answers, None where none parsed; the raw replies)."""
+    answers: list[str | None] = [None] * len(prompts)
+    raw = [""] * len(prompts)
+    for attempt in range(cfg["retries"] + 1):
+        todo = [k for k, a in enumerate(answers) if a is None]
+        if not todo:
+            break
+        replies = backend.chat([[{"role": "user", "content": prompts[k]}] for k in todo], [seed + attempt] * len(todo),
+                               temperature=0.0, max_new_tokens=cfg["max_new_tokens"])
+        for k, reply in zip(todo, replies):
+            answers[k], raw[k] = parse(reply), reply
+    return answers, raw
+
+
+def _winner(picked: str | None, order: int) -> str | None:
+    """'x', 'y', 'tie' or None from an answer; order 0: X was shown as A."""
+    return None if picked is None else "tie" if picked == "TIE" else ("x" if (picked == "A") == (order == 0) else "y")
+
+
 def enabled(cfg: dict) -> bool:
     return bool(cfg.get("backend"))
 
@@ -91,29 +112,14 @@ def judge(study, backend, cfg: dict, seed: int) -> tuple[pd.DataFrame, list[dict
                 continue
             # order 0: X is A; order 1: Y is A. Ask, then re-ask unparsed answers with the next request seed
             asks = [(j, order) for j in jobs for order in (0, 1)]
-            answers: dict[int, str | None] = {}
-            raw: dict[int, str] = {}
-            for attempt in range(cfg["retries"] + 1):
-                todo = [k for k in range(len(asks)) if answers.get(k) is None]
-                if not todo:
-                    break
-                convs = []
-                for k in todo:
-                    j, order = asks[k]
-                    a, b = (j["x"], j["y"]) if order == 0 else (j["y"], j["x"])
-                    convs.append([{"role": "user", "content": PROMPT.format(character=character, prompt=j["prompt"],
-                                                                            a=a, b=b)}])
-                replies = backend.chat(convs, [seed + attempt] * len(convs), temperature=0.0,
-                                       max_new_tokens=cfg["max_new_tokens"])
-                for k, reply in zip(todo, replies):
-                    answers[k], raw[k] = parse(reply), reply
-            for k, (j, order) in enumerate(asks):
-                picked = answers.get(k)
-                winner = None if picked is None else "tie" if picked == "TIE" else (
-                    "x" if (picked == "A") == (order == 0) else "y")
+            prompts = [PROMPT.format(character=character, prompt=j["prompt"],
+                                     a=j["x"] if order == 0 else j["y"], b=j["y"] if order == 0 else j["x"])
+                       for j, order in asks]
+            answers, raw = _ask(prompts, backend, cfg, seed)
+            for (j, order), picked, reply in zip(asks, answers, raw):
                 decisions.append({"dataset": ds, "x": x, "y": y, "seed": j["seed"], "id": j["id"],
                                   "order": "x first" if order == 0 else "y first", "answer": picked,
-                                  "winner": winner, "raw": raw.get(k, "")})
+                                  "winner": _winner(picked, order), "raw": reply})
             summary.append(_summarise(ds, x, y, decisions[-len(asks):], stats))
     return pd.DataFrame(summary), decisions
 
@@ -185,29 +191,15 @@ def judge_instructions(pairs: list[dict], backend, cfg: dict, seed: int) -> tupl
     summary, decisions = {}, []
     for criterion, text in CRITERIA.items():
         asks = [(p, order) for p in pairs for order in (0, 1)]  # order 0: the rewritten instruction's answer is A
-        answers: dict[int, str | None] = {}
-        raw: dict[int, str] = {}
-        for attempt in range(cfg["retries"] + 1):
-            todo = [k for k in range(len(asks)) if answers.get(k) is None]
-            if not todo:
-                break
-            convs = []
-            for k in todo:
-                p, order = asks[k]
-                x, y = (p["rewritten"], p["rewritten_response"]), (p["original"], p["original_response"])
-                (qa, a), (qb, b) = (x, y) if order == 0 else (y, x)
-                convs.append([{"role": "user", "content": INSTRUCTION_PROMPT.format(qa=qa, a=a, qb=qb, b=b,
-                                                                                    criterion=text)}])
-            for k, reply in zip(todo, backend.chat(convs, [seed + attempt] * len(convs), temperature=0.0,
-                                                   max_new_tokens=cfg["max_new_tokens"])):
-                answers[k], raw[k] = parse(reply), reply
-        rows = []
-        for k, (p, order) in enumerate(asks):
-            picked = answers.get(k)
-            winner = None if picked is None else "tie" if picked == "TIE" else (
-                "x" if (picked == "A") == (order == 0) else "y")
-            rows.append({"criterion": criterion, "seed": None, "id": p["id"], "answer": picked, "winner": winner,
-                         "order": "rewritten first" if order == 0 else "original first", "raw": raw.get(k, "")})
+        prompts = []
+        for p, order in asks:
+            x, y = (p["rewritten"], p["rewritten_response"]), (p["original"], p["original_response"])
+            (qa, a), (qb, b) = (x, y) if order == 0 else (y, x)
+            prompts.append(INSTRUCTION_PROMPT.format(qa=qa, a=a, qb=qb, b=b, criterion=text))
+        answers, raw = _ask(prompts, backend, cfg, seed)
+        rows = [{"criterion": criterion, "seed": None, "id": p["id"], "answer": picked, "winner": _winner(picked, order),
+                 "order": "rewritten first" if order == 0 else "original first", "raw": reply}
+                for (p, order), picked, reply in zip(asks, answers, raw)]
         decisions.extend(rows)
         summary[criterion] = _summarise("", "rewritten", "original", rows, stats)
     return summary, decisions
