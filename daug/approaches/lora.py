@@ -13,13 +13,16 @@ class LoraQV(Approach):
     name = "lora-qv"
     trains_token_rows = True
     starts_as_base = True  # peft's default init: B = 0, so B @ A adds exact zeros at step 0
+    use_dora: bool = False  # DoRA (daug/approaches/dora.py) is this with the magnitude vector
 
     def wrap(self, model, token_ids: list[int]):
         from peft import LoraConfig, get_peft_model
 
         p = self.params
+        targets = p["target_modules"]  # a list of module names, or peft's "all-linear"
         config = LoraConfig(r=p["r"], lora_alpha=p["alpha"], lora_dropout=p["dropout"],
-                            target_modules=list(p["target_modules"]), bias="none", task_type="CAUSAL_LM",
+                            target_modules=targets if isinstance(targets, str) else list(targets), bias="none",
+                            task_type="CAUSAL_LM", use_dora=self.use_dora,
                             trainable_token_indices=list(token_ids) or None)
         return get_peft_model(model, config)
 

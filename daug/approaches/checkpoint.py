@@ -1,0 +1,38 @@
+"""Approaches that train the model's own weights (full fine-tuning, the last layers) and are saved
+as a plain Hugging Face checkpoint (config.json + model.safetensors), loaded with transformers:
+the machinery both share (infra: no approach registered here)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from daug.approaches.base import Approach
+
+
+class Checkpoint(Approach):
+    library: ClassVar[str] = "transformers"
+    saved_file: ClassVar[str] = "model.safetensors"
+    starts_as_base: ClassVar[bool] = True  # nothing has changed before the first step
+    merges: ClassVar[bool] = False         # the weights are the model's own: nothing to fold in
+
+    def trainable(self, model):
+        """Set requires_grad on the parameters this approach trains (and only those)."""
+        raise NotImplementedError
+
+    def wrap(self, model, token_ids: list[int]):
+        for p in model.parameters():
+            p.requires_grad = False
+        self.trainable(model)
+        return model
+
+    def save(self, model, folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+
+    def load(self, base_model, folder: Path):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=base_model.dtype, trust_remote_code=False,
+                                                    use_safetensors=True).to(base_model.device)
+
+    def for_inference(self, model, four_bit: bool):
+        return model
