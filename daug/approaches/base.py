@@ -59,7 +59,10 @@ class Approach:
         (`PYTHONHASHSEED`); it is rewritten sorted, as peft writes the rest (indent 2, sorted keys)."""
         import json
 
-        model.save_pretrained(folder, safe_serialization=True)
+        from daug.basemodel import no_progress_widgets
+
+        with no_progress_widgets():
+            model.save_pretrained(folder, safe_serialization=True)
         config = Path(folder) / "adapter_config.json"
         data = json.loads(config.read_text(encoding="utf-8"))
         if isinstance(data.get("target_modules"), list):

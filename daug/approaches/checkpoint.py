@@ -26,7 +26,10 @@ class Checkpoint(Approach):
         return model
 
     def save(self, model, folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
+        from daug.basemodel import no_progress_widgets
+
+        with no_progress_widgets():
+            model.save_pretrained(folder, safe_serialization=True)
 
     def load(self, base_model, folder: Path):
         from transformers import AutoModelForCausalLM
