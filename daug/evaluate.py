@@ -143,7 +143,7 @@ def test_losses(model, tokenizer, encoded, batch_size: int, progress: bool = Tru
 
     The examples are sorted by length once and scored a few batches at a time (for the progress
     bar): the same batches as one `example_losses` call over all of them."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
 
     from daug.training.loss import example_losses
 

@@ -243,7 +243,7 @@ def generate_through_forward(model, tokenizer, encoded: list[list[int]], budgets
     prompt or prefix tuning), which a prefill of the plain model's cache would leave out. Every step
     scores the whole sequence again, so it costs O(length^2): a reference path, not a fast one."""
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
 
     device = next(model.parameters()).device
     replies = []
@@ -275,7 +275,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     decodes greedily through it (`generate_through_forward`).
     """
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
 
     from daug.chat import stop_token_ids
 

@@ -10,6 +10,12 @@ of JupyterLab's ~250 KB one, which nbconvert inlines into every file (15 of the 
 full run were that one stylesheet, repeated), and without the require.js / MathJax / Mermaid
 script tags, which point at CDNs that an offline reader cannot reach and no stage output uses.
 Code keeps its syntax colours (the Pygments rules nbconvert inlines, ~5 KB).
+
+One visible parameters cell: papermill keeps the notebook's defaults cell (tag `parameters`) and adds
+its own (`injected-parameters`) below it. The injected cell is given every parameter, defaults
+included, so it alone states what the run used; the defaults cell is then collapsed in the executed
+copy (`jupyter.source_hidden`, still there for audit) and left out of the HTML. Tables wrap inside
+the page width instead of scrolling sideways.
 """
 from __future__ import annotations
 
@@ -47,7 +53,8 @@ pre { margin: 0; font: 12.5px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; w
 .jp-OutputArea-output { overflow-x: auto; padding: 2px 8px; }
 .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] { background: #fff8e6; }
 .jp-RenderedHTMLCommon table { border-collapse: collapse; font-size: 12.5px; }
-.jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon td { border: 1px solid #d0d7de; padding: 2px 6px; }
+.jp-RenderedHTMLCommon th, .jp-RenderedHTMLCommon td { border: 1px solid #d0d7de; padding: 2px 6px;
+      max-width: 28em; overflow-wrap: anywhere; }
 .jp-RenderedHTMLCommon thead, .jp-RenderedHTMLCommon tr:nth-child(even) { background: #f6f8fa; }
 img { max-width: 100%; }
 </style>
@@ -55,13 +62,50 @@ img { max-width: 100%; }
 """
 
 
+DEFAULTS_TAG, INJECTED_TAG = "parameters", "injected-parameters"  # papermill's cell tags
+
+
 def html_exporter():
-    """nbconvert's HTMLExporter with HTML_TEMPLATE (no per-file copy of JupyterLab's stylesheet)."""
+    """nbconvert's HTMLExporter with HTML_TEMPLATE (no per-file copy of JupyterLab's stylesheet);
+    a cell tagged `hide-in-html` (the defaults cell of an executed notebook) is left out."""
     import jinja2
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
-    return HTMLExporter(extra_loaders=[jinja2.DictLoader({"daug-notebook.html.j2": HTML_TEMPLATE})],
-                        template_file="daug-notebook.html.j2")
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"daug-notebook.html.j2": HTML_TEMPLATE})],
+                            template_file="daug-notebook.html.j2")
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"hide-in-html"}), enabled=True)
+    return exporter
+
+
+def all_parameters(src: str | Path, overrides: dict) -> dict:
+    """The notebook's defaults (its `parameters` cell, literal values) updated with `overrides`."""
+    import ast
+
+    import papermill as pm
+
+    defaults = {}
+    for name, spec in pm.inspect_notebook(str(src)).items():
+        try:
+            defaults[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            raise DaugError(f"{src}: parameters cell: {name} = {spec['default']} is not a literal value") from None
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise DaugError(f"{src}: no parameter named {', '.join(unknown)} (the parameters cell has "
+                        f"{', '.join(defaults)})")
+    return {**defaults, **overrides}
+
+
+def _one_parameters_cell(nb) -> None:
+    """Collapse the defaults cell where papermill injected the complete set below it."""
+    tags = [set(cell.metadata.get("tags", [])) for cell in nb.cells]
+    if not any(INJECTED_TAG in t for t in tags):
+        return
+    for cell, t in zip(nb.cells, tags):
+        if DEFAULTS_TAG in t:
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+            cell.metadata["tags"] = [*cell.metadata.get("tags", []), "hide-in-html"]
 
 
 def run_notebook(src: str | Path, out: str | Path, parameters: dict | None = None) -> Path:
@@ -70,14 +114,18 @@ def run_notebook(src: str | Path, out: str | Path, parameters: dict | None = Non
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    parameters = all_parameters(src, parameters or {})
     try:
-        pm.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name="python3",
+        pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
                             progress_bar=False, log_output=True, cwd=".")
     except pm.PapermillExecutionError as e:
         raise DaugError(f"{src}: cell {e.exec_count} raised {e.ename}: {e.evalue} (executed copy: {out})") from None
     finally:
         if out.exists():
-            html, _ = html_exporter().from_notebook_node(nbformat.read(out, as_version=4))
+            nb = nbformat.read(out, as_version=4)
+            _one_parameters_cell(nb)
+            nbformat.write(nb, out)
+            html, _ = html_exporter().from_notebook_node(nb)
             out.with_suffix(".html").write_text(html, encoding="utf-8")
     return out
 

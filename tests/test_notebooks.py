@@ -58,3 +58,13 @@ def test_the_html_rendering_carries_no_copy_of_jupyterlab_s_stylesheet(tmp_path)
     assert len(html.encode("utf-8")) < 20_000, len(html)  # JupyterLab's stylesheet alone is ~250 KB
     assert "--jp-layout-color0" not in html and "require.js" not in html and "mathjax" not in html.lower()
     assert "你好" in html and "<style" in html and 'class="highlight' in html  # readable, code still coloured
+
+
+def test_every_parameter_is_stated_and_an_unknown_one_is_refused_before_running():
+    from daug import DaugError
+    from daug.notebook import all_parameters
+
+    nb = REPO / "notebooks/train.ipynb"
+    assert all_parameters(nb, {"run": "paimon-sr"}) == {"run": "paimon-sr", "params_file": "params.yaml"}
+    with pytest.raises(DaugError, match=r"train.ipynb: no parameter named dataset"):
+        all_parameters(nb, {"dataset": "paimon"})

@@ -78,6 +78,32 @@ def test_the_smoke_report_reads_in_a_real_browser(smoke_repo, tmp_path):
     report_fits_in_chromium(repo / "reports/smoke/study.html", tmp_path / "smoke-report.png")
 
 
+def test_executed_notebooks_read_cleanly(smoke_repo):
+    """What a newcomer opens from the report: no warning that is not one, no progress bar frozen at
+    0 %, one visible parameters cell, and no absolute path of the machine that ran them."""
+    import json
+
+    repo, _ = smoke_repo
+    machine_paths = [str(repo), str(REPO), sys.prefix]
+    notebooks = sorted((repo / "reports/smoke/notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 6
+    for path in notebooks:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        assert not [p for p in machine_paths if p in text], f"{path.name} prints a machine path"
+        for cell in nb["cells"]:
+            for out in cell.get("outputs", []):
+                shown = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+                assert "Warning" not in shown and "kernels-community" not in shown, (path.name, shown[:300])
+                assert not (out["output_type"] == "display_data" and "0%|" in shown), (path.name, shown[:200])
+        tags = [c["metadata"].get("tags", []) for c in nb["cells"]]
+        if any("injected-parameters" in t for t in tags):
+            defaults = next(c for c, t in zip(nb["cells"], tags) if "parameters" in t)
+            assert defaults["metadata"]["jupyter"]["source_hidden"]
+            html = path.with_suffix(".html").read_text(encoding="utf-8")
+            assert "celltag_injected-parameters" in html and "celltag_parameters" not in html, path.name
+
+
 def test_changing_a_prepare_param_reruns_prepare_and_dependents_only(smoke_repo):
     repo, _ = smoke_repo
     smoke = repo / "params/smoke.yaml"

@@ -48,7 +48,7 @@ class MarianBackend(Backend):
 
     def translate(self, texts, src, tgt, seeds=None, temperature=0.0):
         import torch
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
         from transformers import GenerationConfig, LogitsProcessorList
 
         from daug.generate import row_sampler_class

@@ -120,7 +120,7 @@ class OpenAIBackend(Backend):
             self._remember(key, self._post(body))
 
         if todo:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
 
             pool = ThreadPoolExecutor(self.params["concurrency"])
             try:

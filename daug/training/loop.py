@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
 
 from daug import DaugError
 from daug.io import read_json, write_json
