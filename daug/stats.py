@@ -269,6 +269,16 @@ def seed_mean(x: np.ndarray, pool: Mapping[str, np.ndarray] | None = None) -> Se
     return SeedPairedDifference(float(v.mean()), se, df, seed_var, example_var, df_seed, n_seeds, n, float(v.mean()), 0.0)
 
 
+def example_mean_interval(v, alpha: float = 0.05) -> tuple[float, float]:
+    """The t interval of the mean of per-example values `v` from ONE seed: it covers the examples
+    only (a single seed cannot show the seed variance; `seed_mean` takes two or more)."""
+    from scipy.stats import t
+
+    v = np.asarray(v, dtype=float)
+    half = float(t.ppf(1 - alpha / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
 def seed_paired_family(x: Mapping[str, np.ndarray], reference: np.ndarray) -> dict[str, SeedPairedDifference]:
     """`seed_paired` of every entry of `x` against `reference` (e.g. each method minus `none`), the
     seed variance pooled over all of them and the reference."""

@@ -166,7 +166,7 @@ def built(tmp_path_factory, study_params):
     root = tmp_path_factory.mktemp("study")
     write_study(root, study_params)
     report = build_report("smoke", study_params, root / "reports/smoke", root=root)
-    publish(Paths("smoke", root))  # as the report stage does: the notebooks it links sit beside it
+    publish(Paths("smoke", root), study_params)  # as the report stage does: the notebooks it links sit beside it
     return root, report
 
 
@@ -440,8 +440,9 @@ def test_a_run_without_every_training_seed_is_a_clear_error(built, study_params,
 
 
 def test_the_stages_outputs_are_published_beside_the_report_for_git(built, study_params, tmp_path):
-    """results/<profile>/ (DVC-cached) is copied into reports/<profile>/ (git), folder by folder,
-    exactly: a published file whose result is gone goes too."""
+    """The selected runs' outputs in results/<profile>/ (DVC-cached) are copied into
+    reports/<profile>/ (git), folder by folder, exactly: a published file whose result is gone goes
+    too, and another study's outputs under the same profile stay out (its own report has them)."""
     import shutil
 
     from daug.paths import PUBLISHED
@@ -454,11 +455,17 @@ def test_the_stages_outputs_are_published_beside_the_report_for_git(built, study
     stale.parent.mkdir(parents=True)
     stale.write_text("{}", encoding="utf-8")
     (paths.results("eval") / ".gitignore").write_text("/x\n", encoding="utf-8")  # DVC's, not published
-    done = publish(paths)
+    other = [paths.results("eval", "zhenhuan-pg-overfit.json"), paths.results("notebooks", "train-zhenhuan-pg-overfit.html")]
+    for path in other:  # a run of another study (the overfitting study) under the same profile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}", encoding="utf-8")
+    done = publish(paths, study_params)
     assert {d.name for d in done} == {f for f in PUBLISHED if paths.results(f).exists()}
     for folder in done:
         source = paths.results(folder.name)
-        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in source.iterdir() if p.name != ".gitignore")
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            p.name for p in source.iterdir() if p.name != ".gitignore" and p not in other)
+    assert not any(paths.published(p).exists() for p in other)
     assert not stale.exists()
     losses = paths.test_losses(Grid.of(study_params).run("paimon", "rd"))
     assert paths.published(losses).read_bytes() == losses.read_bytes()

@@ -445,3 +445,11 @@ def test_a_rise_against_zero_with_the_seed_variance_pooled_within_methods_holds_
     mc = 3 * math.sqrt(alpha * (1 - alpha) / reps)
     assert rejected / reps <= alpha + mc and covered / reps >= 1 - alpha - mc
     assert d.df_seed == 4 * 2
+
+
+def test_one_seed_s_interval_is_the_t_interval_over_examples():
+    from daug.stats import example_mean_interval
+
+    low, high = example_mean_interval([1.0, 2.0, 3.0])
+    assert (low + high) / 2 == pytest.approx(2.0)
+    assert high - 2.0 == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)  # t(0.975, 2 df) * sd 1 / sqrt(3)

@@ -576,23 +576,54 @@ def stage(params: dict, *, root: str | Path = ".", out_dir: str | Path | None = 
     paths = Paths.of(params, root)
     report = build_report(paths.profile, params, out_dir or paths.reports(), root=root, embed=embed)
     if out_dir is None:
-        publish(paths)
+        publish(paths, params)
     return dict(vars(report))
 
 
-def publish(paths) -> list[Path]:
-    """Copy the stages' outputs (`results/<profile>/`, DVC-cached) into `reports/<profile>/`, the tree
-    git versions, folder by folder (daug/paths.py:PUBLISHED); a published folder holds exactly what
-    its results folder holds (files of runs no longer in params do not linger). Returns the folders."""
+def published_files(paths, params: dict) -> list[Path]:
+    """The stage outputs under `results/<profile>/` of the runs params.yaml selects (its studies):
+    each stage's outs, metrics and plots as daug/paths.py names them. Outputs of other studies run
+    under the same profile (their own report folders publish them) are left out."""
+    from daug.paths import STAGES
+    from daug.runs import Grid, active_runs
+
+    grid, runs = Grid.of(params), active_runs(params)
+    keys = [("base_model", None), *(("prepare", ds) for ds in grid.datasets),
+            *(("evaluate_base", grid.base(ds)) for ds in grid.datasets),
+            *dict.fromkeys(("augment", r.augmentation) for r in runs),
+            *(("train", r) for r in runs), *(("evaluate", r) for r in runs)]
+    assert {stage for stage, _ in keys} == set(STAGES) - {"report"}
+    results = paths.results()
+    files = []
+    for stage, key in keys:
+        io = paths.stage_io(stage, key)
+        files += [p for p in (*io["outs"], *io["metrics"], *io["plots"]) if results in p.parents]
+    return list(dict.fromkeys(files))
+
+
+def publish(paths, params: dict) -> list[Path]:
+    """Copy the selected runs' stage outputs (`results/<profile>/`, DVC-cached; `published_files`)
+    into the report folder, the tree git versions, folder by folder (daug/paths.py:PUBLISHED); a
+    published folder holds exactly those files (files of runs no longer selected do not linger).
+    Returns the folders."""
     from daug.paths import PUBLISHED
 
+    results = paths.results()
+    wanted = [p for p in published_files(paths, params) if p.exists()]
     done = []
     for folder in PUBLISHED:
-        source, target = paths.results(folder), paths.reports(folder)
+        target = paths.reports(folder)
         if target.exists():
             shutil.rmtree(target)
-        if source.exists():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns(".gitignore"))
+        mine = [p for p in wanted if p.relative_to(results).parts[0] == folder]
+        for path in mine:
+            dest = paths.reports(*path.relative_to(results).parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                shutil.copytree(path, dest, ignore=shutil.ignore_patterns(".gitignore"))
+            else:
+                shutil.copy2(path, dest)
+        if mine:
             done.append(target)
     return done
 

@@ -141,20 +141,12 @@ def _summarise(ds: str, x: str, y: str, rows: list[dict], stats) -> dict:
     if matrix.shape[0] >= 2 and matrix.shape[1] >= 2:
         d = stats.seed_mean(matrix - 0.5)
         low, high = d.interval(0.05)
-    elif matrix.size >= 2:
-        v = matrix.mean(axis=0) - 0.5
-        half = float(stats_t(len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-        low, high = float(v.mean() - half), float(v.mean() + half)
+    elif matrix.size >= 2:  # one seed (or one prompt per seed): the examples' interval only
+        low, high = stats.example_mean_interval(matrix.mean(axis=0) - 0.5)
     else:
         low = high = None
     rate = float(matrix.mean()) if matrix.size else None
     return {**out, "win rate": rate, "low": None if low is None else 0.5 + low, "high": None if high is None else 0.5 + high}
-
-
-def stats_t(df: int) -> float:
-    from scipy import stats as st
-
-    return float(st.t.ppf(0.975, df))
 
 
 # --- refine and expand, as the slides judge them ------------------------------------------------------
