@@ -15,6 +15,7 @@ from daug.augment.apply import augment_file, augment_records, stage
 from daug.augment.words import is_word, stopwords, tagged
 from daug.cli import main
 from daug.io import read_records, write_jsonl
+from daug.records import ORIGINAL
 from tests.conftest import REPO
 
 RULES = ["rd", "ri", "rs", "sr"]
@@ -343,3 +344,27 @@ def test_stage_writes_the_dvc_outputs(tmp_path, monkeypatch, smoke_params, recor
     assert metrics["counts"]["n_unchanged"] == sum(r["unchanged"] for r in out)
     with pytest.raises(DaugError, match=r"no augmentation 'zhenhuan-ri' in params \(those of study 'paper': zhenhuan-none, "):
         stage(smoke_params, "zhenhuan-ri")
+
+
+def test_a_training_set_size_augments_exactly_the_first_n_originals_and_contains_every_smaller_size(
+        records, smoke_params, tmp_path, monkeypatch):
+    """The size axis (issue 25): size N is the first N originals of the training split with their
+    augmentations; a job's seed does not depend on the size, so a larger size's file holds the
+    smaller one's records unchanged (gain against size compares nested training sets)."""
+    import copy
+
+    from daug.paths import Paths
+    from daug.runs import Grid
+
+    monkeypatch.chdir(tmp_path)
+    params = copy.deepcopy(smoke_params)
+    write_jsonl(Paths.of(params).prepared("zhenhuan", "train"), records[:12])
+    grid, files = Grid.of(params), {}
+    for size in (4, 8):
+        aug = grid.augmentation("zhenhuan", "rd", size)
+        stage(params, aug, progress=False)
+        files[size] = read_records(Paths.of(params).augmented(aug))
+        originals = [r["id"] for r in files[size] if r["method"] == ORIGINAL]
+        assert originals == [r["id"] for r in records[:size]]
+        assert {r["source_id"] for r in files[size]} == set(originals)
+    assert files[4] == [r for r in files[8] if r["source_id"] in {r["id"] for r in records[:4]}]
