@@ -204,10 +204,16 @@ def _no_cpu_repacking(model) -> None:
 
 def stage(params: dict) -> dict:
     """The base_model stage: params `model` (and `seed`, for the tiny model) -> the base-model folder
-    of daug/paths.py. Returns the summary (one base model serves every run)."""
+    of daug/paths.py, with the study vocabulary of `model.vocabulary` (daug/vocabulary.py: read
+    from the prepared training splits). Returns the summary (one base model serves
+    every run)."""
+    from daug import vocabulary
     from daug.paths import Paths
 
-    return build(params["model"], Paths.of(params).base_model(), params.get("seed", 0))
+    out = Paths.of(params).base_model()
+    summary = build(params["model"], out, params.get("seed", 0))
+    content = vocabulary.write(params, out)
+    return {**summary, "vocabulary": content["choice"], "vocabulary_size": content["count"]}
 
 
 def add_arguments(parser) -> None:

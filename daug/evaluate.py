@@ -80,6 +80,7 @@ def load(base_dir: str | Path, adapter_dir: str | Path | None, model_params: dic
     import torch
 
     from daug.basemodel import load_model, load_tokenizer
+    from daug.vocabulary import attach_saved
 
     model_params = model_params or {}
     if adapter_dir is not None:
@@ -100,6 +101,7 @@ def load(base_dir: str | Path, adapter_dir: str | Path | None, model_params: dic
     # feeds the head hidden[:, -1:, :] at prefill: for Gemma's 262k x 640 head that copy took ~30 s
     # per batch of 16 (and ~1 s per prompt one at a time). A contiguous input costs nothing.
     model.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
+    attach_saved(model, base_dir)  # params model.vocabulary (daug/vocabulary.py)
     if dtype is not None:
         if four_bit:
             raise DaugError("evaluate.dtype must be null when model.load_in_4bit is true (the 4-bit model keeps its compute dtype)")

@@ -237,7 +237,7 @@ class _Batch:
 
 
 def generate_through_forward(model, tokenizer, encoded: list[list[int]], budgets: list[int], stop: set[int],
-                             repetition_penalty: float = 1.0, progress: bool = True) -> list[str]:
+                             repetition_penalty: float = 1.0, progress: bool = True, vocab=None) -> list[str]:
     """Greedy replies through the model's own forward pass, one prompt at a time and without a KV
     cache: for approaches whose virtual tokens enter in that forward (`approach.changes_forward`,
     prompt or prefix tuning), which a prefill of the plain model's cache would leave out. Every step
@@ -252,7 +252,9 @@ def generate_through_forward(model, tokenizer, encoded: list[list[int]], budgets
         while len(reply) < budget:
             seq = torch.tensor([ids + reply], device=device)
             logits = model(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=False).logits[:, -1, :]
-            token = int(penalize_repeats(logits.float(), [reply], repetition_penalty).argmax(dim=-1))
+            seen = reply if vocab is None else vocab.pos[reply].tolist() if reply else reply
+            token = int(penalize_repeats(logits.float(), [seen], repetition_penalty).argmax(dim=-1))
+            token = token if vocab is None else int(vocab.keep[token])
             if token in stop:
                 break
             reply.append(token)
@@ -278,6 +280,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the executed notebook
 
     from daug.chat import stop_token_ids
+    from daug.vocabulary import restricted_head
 
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     _check(prompts, budgets, batch_size, do_sample, temperature, top_p, seeds, repetition_penalty)
@@ -290,37 +293,42 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int | list[in
     encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
-    if approach is not None and approach.changes_forward:
-        if do_sample:
-            raise DaugError(f"generate: approach {approach.name!r} changes the forward pass; only greedy decoding "
-                            "runs through it")
+    with restricted_head(model) as vocab:  # the study vocabulary (daug/vocabulary.py): logits over its K tokens
+        if approach is not None and approach.changes_forward:
+            if do_sample:
+                raise DaugError(f"generate: approach {approach.name!r} changes the forward pass; only greedy "
+                                "decoding runs through it")
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.inference_mode():
+                    return generate_through_forward(model, tokenizer, encoded, budgets, stop, repetition_penalty,
+                                                    progress, vocab)
+            finally:
+                model.train(was_training)
+        decoder = _Decoder(model, tokenizer, encoded, budgets, stop, batch_size)
+
+        def pick(batch):
+            replies = batch.replies if vocab is None else [vocab.pos[r].tolist() if r else r for r in batch.replies]
+            logits = penalize_repeats(batch.logits, replies, repetition_penalty)
+            if do_sample:
+                columns = sample_rows(logits, [rngs[i] for i in batch.rows], temperature, top_p)
+            else:
+                columns = logits.argmax(dim=-1)
+            return columns if vocab is None else vocab.keep[columns]
+
         was_training = model.training
         model.eval()
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
         try:
             with torch.inference_mode():
-                return generate_through_forward(model, tokenizer, encoded, budgets, stop, repetition_penalty, progress)
+                while decoder.running():
+                    decoder.admit()
+                    bar.update(decoder.advance(pick(decoder.batch)))
         finally:
+            bar.close()
             model.train(was_training)
-    decoder = _Decoder(model, tokenizer, encoded, budgets, stop, batch_size)
-
-    def pick(batch):
-        logits = penalize_repeats(batch.logits, batch.replies, repetition_penalty)
-        if do_sample:
-            return sample_rows(logits, [rngs[i] for i in batch.rows], temperature, top_p)
-        return logits.argmax(dim=-1)
-
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
-    try:
-        with torch.inference_mode():
-            while decoder.running():
-                decoder.admit()
-                bar.update(decoder.advance(pick(decoder.batch)))
-    finally:
-        bar.close()
-        model.train(was_training)
-    return decoder.replies  # type: ignore[return-value]
+        return decoder.replies  # type: ignore[return-value]
 
 
 class _Decoder:

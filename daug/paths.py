@@ -180,6 +180,7 @@ class Paths:
             io["inputs"] = [self.root / RAW]
             io["outs"] = [self.prepared_dir(key), *notebooks]
         elif stage == "base_model":
+            io["inputs"] = [self.root / PREPARED]  # the study vocabulary: the training replies (daug/vocabulary.py)
             io["outs"] = [self.base_model(), *notebooks]
         elif stage == "augment":
             io["inputs"] = [self.prepared(key.dataset, "train"), self.base_model()]

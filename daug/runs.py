@@ -271,14 +271,23 @@ def select(params: dict, name: str | None = None, dataset: str | None = None, me
 
 
 def train_params(params: dict, run: Run) -> dict:
-    """The `train` section a run trains with: params `train` with its schedule's overrides, and the
-    seeds of its dataset (`daug.params.training_seeds`)."""
+    """The `train` section a run trains with: params `train` with its schedule's overrides, the
+    seeds of its dataset (`daug.params.training_seeds`), and its learning rate: the schedule's if it
+    sets one, else the approach's own (`approaches.<name>.learning_rate`), else train's, times
+    `learning_rate_scale` (which is then 1: the rate is final)."""
     from daug.params import deep_merge, training_seeds
 
     schedules = params.get("schedules") or {}
     if run.schedule not in schedules:
         raise DaugError(f"unknown schedule {run.schedule!r}; params `schedules` define: {', '.join(schedules)}")
-    train = deep_merge(params.get("train") or {}, schedules[run.schedule] or {})
+    schedule = schedules[run.schedule] or {}
+    train = deep_merge(params.get("train") or {}, schedule)
+    own = ((params.get("approaches") or {}).get(run.approach) or {}).get("learning_rate")
+    rate = schedule.get("learning_rate", own if own is not None else train.get("learning_rate"))
+    scale = train.get("learning_rate_scale", 1.0)
+    if rate is not None:
+        train["learning_rate"] = float(f"{rate * scale:.12g}")  # 3e-4, not 0.00030000000000000003
+    train["learning_rate_scale"] = 1.0
     return {**train, "seeds": training_seeds({**params, "train": train}, run.dataset)}
 
 

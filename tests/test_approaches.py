@@ -254,3 +254,25 @@ def test_saved_weights_config_has_the_same_bytes_whatever_the_hash_seed(tiny_mod
         configs.append((out / "adapter_config.json").read_bytes())
     assert len(set(configs)) == 1
     assert json.loads(configs[0])["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+
+
+def test_a_run_s_learning_rate_is_the_schedule_s_else_the_approach_s_else_train_s_times_the_scale(smoke_params):
+    """Approaches need their own learning rates (issue 24, fair tuning); a schedule's scale makes a grid."""
+    import copy
+
+    from daug.runs import Grid, train_params
+
+    params = copy.deepcopy(smoke_params)
+    params["train"]["learning_rate"] = 1e-3
+    params["approaches"]["ia3"]["learning_rate"] = 1e-2
+    params["schedules"] = {"default": {}, "x0.3": {"learning_rate_scale": 0.3},
+                           "fixed": {"learning_rate": 5e-5, "learning_rate_scale": 2.0}}
+
+    def rate(approach, schedule="default"):
+        train = train_params(params, Grid.of(params).run("zhenhuan", "none", approach, None, schedule))
+        assert train["learning_rate_scale"] == 1.0  # folded in: TrainConfig takes the final rate
+        return train["learning_rate"]
+
+    assert rate("lora-qv") == 1e-3 and rate("ia3") == 1e-2
+    assert rate("lora-qv", "x0.3") == 3e-4 and rate("ia3", "x0.3") == 3e-3
+    assert rate("ia3", "fixed") == 1e-4

@@ -18,7 +18,7 @@ def test_committed_params_yaml_is_the_resolved_cpu_profile():
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda p: p["approaches"]["lora-qv"].update(rank=16), "approaches.lora-qv.rank: unknown key; known: r, alpha"),
+    (lambda p: p["approaches"]["lora-qv"].update(rank=16), "approaches.lora-qv.rank: unknown key; known: learning_rate, r, alpha"),
     (lambda p: p["model"].update(dtype=16), r"model.dtype: expected str \(as in params/base.yaml\), got 16"),
     (lambda p: p["model"]["tiny"].update(hidden=3), "model.tiny.hidden: unknown key; known: hidden_size"),
     (lambda p: p["train"].update(stepz=5), "train.stepz: unknown key"),

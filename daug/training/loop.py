@@ -70,6 +70,9 @@ class TrainConfig:
 
         resolved = section({"train": train}, "train", "params train")
         resolved.pop("seeds_by_dataset")  # `seeds` already holds the run's dataset's (daug.runs.train_params)
+        if resolved.pop("learning_rate_scale", 1.0) != 1.0:  # daug.runs.train_params folds it into learning_rate
+            raise DaugError("params train.learning_rate_scale: a run's train section has it folded into "
+                            "learning_rate (daug.runs.train_params)")
         cfg = cls(**resolved)
         positive = integer(1)
         require("train", vars(cfg), {
@@ -127,6 +130,7 @@ def trainable_model(base_dir, model_params: dict, approach, trainable_tokens: li
     from peft import prepare_model_for_kbit_training
 
     from daug.basemodel import load_model, load_tokenizer
+    from daug.vocabulary import attach_saved
 
     names = list(trainable_tokens or [])
     tokens = trainable_token_ids(tokenizer or load_tokenizer(base_dir), names, str(base_dir)) if names else []
@@ -146,7 +150,7 @@ def trainable_model(base_dir, model_params: dict, approach, trainable_tokens: li
     for p in model.parameters():  # trained weights stay fp32 even over a bf16 base
         if p.requires_grad:
             p.data = p.data.float()
-    return model
+    return attach_saved(model, base_dir)  # params model.vocabulary (daug/vocabulary.py)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:

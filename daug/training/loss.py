@@ -24,6 +24,7 @@ from torch import nn
 
 from daug import DaugError
 from daug.training.data import IGNORE, Example, collate, encode_records
+from daug.vocabulary import of_model
 
 CHUNK = 256  # reply tokens per head chunk: 256 x 262k fp32 logits = 268 MB
 
@@ -54,17 +55,62 @@ def trained_rows(layer) -> TrainedRows | None:
     return TrainedRows(adapter.get_base_layer().weight, index, rows)
 
 
-def head_log_probs(hidden, weight, softcap, rows=None, index=None):
+def head_log_probs(hidden, weight, softcap, rows=None, index=None, extra=None, outside=None):
     """(log-softmax of the capped logits hidden @ W.T in float32, tanh of the cap or None), where W
-    is `weight` with its rows `index` replaced by `rows` (when given)."""
+    is `weight` with its rows `index` replaced by `rows` (when given). With `extra` (n x d: each
+    position's target row) one more column holds each position's own target logit where `outside`
+    (its target is not a row of `weight`: the study vocabulary, daug/vocabulary.py) and -inf elsewhere."""
     logits = (hidden @ weight.T).float()
     if rows is not None:
         logits[:, index] = (hidden @ rows.to(weight.dtype).T).float()
+    if extra is not None:
+        own = torch.einsum("nd,nd->n", hidden.float(), extra.float())
+        logits = torch.cat([logits, own[:, None]], dim=1)
     capped = None
     if softcap:
         capped = torch.tanh(logits / softcap)
         logits = capped * softcap
+    if extra is not None:
+        logits[:, -1] = logits[:, -1].masked_fill(~outside, float("-inf"))
     return torch.log_softmax(logits, dim=-1), capped
+
+
+@dataclass(frozen=True)
+class Restricted:
+    """A frozen head restricted to a study vocabulary: its rows `weight` (K x d), the targets as
+    columns (`targets`; K = the extra column of a target outside the vocabulary, `outside`), and the
+    trained rows' columns (`index`)."""
+    weight: torch.Tensor
+    targets: torch.Tensor
+    outside: torch.Tensor
+    index: torch.Tensor | None
+
+
+def restrict(weight, targets, index, vocab) -> Restricted:
+    """`weight` (the full frozen head), reply `targets` and trained-row ids `index` over `vocab`."""
+    vocab = vocab.to(targets.device)
+    cols = vocab.pos[targets]
+    outside = cols < 0
+    cols = torch.where(outside, torch.full_like(cols, len(vocab)), cols)
+    index_cols = None
+    if index is not None:
+        index_cols = vocab.pos[index.to(targets.device)]
+        if (index_cols < 0).any():
+            raise DaugError("study vocabulary: a trained token row is not in it (daug/vocabulary.py adds them)")
+    return Restricted(weight[vocab.keep.to(weight.device)], cols, outside, index_cols)
+
+
+def restrict_logits(logits, targets, vocab):
+    """Full-vocabulary `logits` (n x V, capped) and `targets` -> the study vocabulary's logits with the
+    extra own-target column, and the targets as columns (the definition of daug/vocabulary.py)."""
+    if vocab is None:
+        return logits, targets
+    vocab = vocab.to(targets.device)
+    cols = vocab.pos[targets]
+    outside = cols < 0
+    own = logits.gather(1, targets[:, None])[:, 0].masked_fill(~outside, float("-inf"))
+    cols = torch.where(outside, torch.full_like(cols, len(vocab)), cols)
+    return torch.cat([logits[:, vocab.keep], own[:, None]], dim=1), cols
 
 
 class FrozenHeadCrossEntropy(torch.autograd.Function):
@@ -76,17 +122,24 @@ class FrozenHeadCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, softcap, chunk, rows=None, index=None):
+    def forward(ctx, hidden, weight, targets, softcap, chunk, rows=None, index=None, vocab=None):
         h = hidden.to(weight.dtype)
         want_grad = ctx.needs_input_grad[0]
         want_rows = rows is not None and ctx.needs_input_grad[5]
+        full, full_targets = weight, targets
+        if vocab is not None:  # the study vocabulary: its rows, and each target as a column of them
+            r = restrict(weight, targets, index, vocab)
+            weight, targets, outside, index = r.weight, r.targets, r.outside, r.index
         grad = torch.empty_like(h) if want_grad else None
         grad_rows = torch.zeros(rows.shape, dtype=torch.float32, device=h.device) if want_rows else None
         shift = rows.to(weight.dtype) - weight[index] if rows is not None else None  # W = weight + onehot.T @ shift
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], chunk):
             t, hs = targets[s:s + chunk], h[s:s + chunk]
-            logp, capped = head_log_probs(hs, weight, softcap, rows, index)
+            extra = own = None
+            if vocab is not None:  # each position's own target row, for a target outside the vocabulary
+                own, extra = outside[s:s + chunk], full[full_targets[s:s + chunk]]
+            logp, capped = head_log_probs(hs, weight, softcap, rows, index, extra, own)
             total -= logp.gather(1, t[:, None]).sum()
             if want_grad or want_rows:  # d loss / d logits = softmax - one_hot; then through the cap and the head
                 probs = logp.exp_()
@@ -95,9 +148,12 @@ class FrozenHeadCrossEntropy(torch.autograd.Function):
                     probs.mul_(1 - capped * capped)
                 g = probs.to(weight.dtype)
                 if want_grad:
-                    grad[s:s + chunk] = g @ weight
+                    k = weight.shape[0]
+                    grad[s:s + chunk] = g[:, :k] @ weight
                     if rows is not None:
                         grad[s:s + chunk] += g[:, index] @ shift
+                    if extra is not None:
+                        grad[s:s + chunk] += g[:, k:] * extra
                 if want_rows:
                     grad_rows += probs[:, index].T @ hs.float()
         ctx.save_for_backward(grad if want_grad else h.new_empty(0), grad_rows if want_rows else h.new_empty(0))
@@ -110,7 +166,7 @@ class FrozenHeadCrossEntropy(torch.autograd.Function):
         grad, grad_rows = ctx.saved_tensors
         g_hidden = (grad * grad_total).to(ctx.hidden_dtype) if ctx.needs_input_grad[0] else None
         g_rows = (grad_rows * grad_total).to(ctx.rows_dtype) if ctx.rows_dtype is not None else None
-        return g_hidden, None, None, None, None, g_rows, None
+        return g_hidden, None, None, None, None, g_rows, None, None
 
 
 class ReplyLoss(nn.Module):
@@ -179,15 +235,18 @@ class ReplyLoss(nn.Module):
         return logits.float()
 
     def forward(self, input_ids, attention_mask, labels):
+        vocab = of_model(self.model)
         if self.through_forward:
             logits, targets, keep = self._forward_logits(input_ids, attention_mask, labels)
-            return F.cross_entropy(logits, targets, reduction="sum"), keep.sum()
+            return F.cross_entropy(*restrict_logits(logits, targets, vocab), reduction="sum"), keep.sum()
         selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
         frozen = self._frozen_head()
         if frozen is not None:
             weight, rows, index = frozen
-            return FrozenHeadCrossEntropy.apply(selected, weight, targets, self.softcap, CHUNK, rows, index), keep.sum()
-        return F.cross_entropy(self._trainable_head_logits(selected), targets, reduction="sum"), keep.sum()
+            return (FrozenHeadCrossEntropy.apply(selected, weight, targets, self.softcap, CHUNK, rows, index, vocab),
+                    keep.sum())
+        logits, targets = restrict_logits(self._trainable_head_logits(selected), targets, vocab)
+        return F.cross_entropy(logits, targets, reduction="sum"), keep.sum()
 
     @torch.no_grad()
     def per_example(self, input_ids, attention_mask, labels):
@@ -196,24 +255,35 @@ class ReplyLoss(nn.Module):
         Token losses are float32 as in `forward`; each row sums its own in float64, so a row's
         value does not depend on which rows share its batch (up to the forward pass's rounding).
         """
+        vocab = of_model(self.model)
         if self.through_forward:
             logits, targets, keep = self._forward_logits(input_ids, attention_mask, labels)
             sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=logits.device)
-            nll = F.cross_entropy(logits, targets, reduction="none")
+            nll = F.cross_entropy(*restrict_logits(logits, targets, vocab), reduction="none")
             sums.index_add_(0, keep.nonzero()[:, 0], nll.double())
             return sums, keep.sum(dim=1)
         selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
         rows = keep.nonzero()[:, 0]  # the row of each selected position, in `selected`'s order
         sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=selected.device)
         frozen = self._frozen_head()
+        full_targets = targets
+        if frozen is not None:
+            weight, trained, index = frozen
+            full = weight
+            if vocab is not None:
+                r = restrict(weight, targets, index, vocab)
+                weight, targets, outside, index = r.weight, r.targets, r.outside, r.index
         for s in range(0, selected.shape[0], CHUNK):
             hidden, t = selected[s:s + CHUNK], targets[s:s + CHUNK]
             if frozen is not None:
-                weight, trained, index = frozen
-                logp = head_log_probs(hidden.to(weight.dtype), weight, self.softcap, trained, index)[0]
+                extra = own = None
+                if vocab is not None:  # each position's own target row, for a target outside the vocabulary
+                    own, extra = outside[s:s + CHUNK], full[full_targets[s:s + CHUNK]]
+                logp = head_log_probs(hidden.to(weight.dtype), weight, self.softcap, trained, index, extra, own)[0]
                 nll = -logp.gather(1, t[:, None])[:, 0]
             else:
-                nll = F.cross_entropy(self._trainable_head_logits(hidden), t, reduction="none")
+                logits, cols = restrict_logits(self._trainable_head_logits(hidden), full_targets[s:s + CHUNK], vocab)
+                nll = F.cross_entropy(logits, cols, reduction="none")
             sums.index_add_(0, rows[s:s + CHUNK], nll.double())
         return sums, keep.sum(dim=1)
 
