@@ -110,7 +110,7 @@ def with_vocabulary(params: dict, base: Path, folder: Path) -> Path:
         if f.name != vocabulary.FILE:
             (folder / f.name).symlink_to(f.resolve())
     content = vocabulary.write(params, folder)
-    print(f"study vocabulary: {content['count']} tokens (training and validation replies of "
+    print(f"study vocabulary: {content['count']} tokens (the training replies of "
           f"{', '.join(params['datasets'])})")
     return folder
 

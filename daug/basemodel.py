@@ -18,8 +18,9 @@ from pathlib import Path
 from daug import DaugError
 from daug.io import read_json, write_json
 
-# Known-harmless messages that every model load printed into the executed notebooks, silenced where
-# they arise (load_model) so that a reader is not shown a warning that is not one:
+# Known-harmless messages that every model load printed into the executed notebooks, silenced as
+# this module is imported (every stage that loads a model imports it before peft, whose import
+# loads bitsandbytes) and again in load_model, so that a reader is not shown a warning that is not one:
 # - bitsandbytes 0.50 on an AVX512-BF16 CPU logs that it cannot fetch an optional faster 4-bit kernel
 #   from the Hugging Face hub (the `kernels` package; no network here) and falls back to its own;
 # - peft 0.21's PeftModel reads transformers 5's deprecated `is_gradient_checkpointing` alias.
@@ -39,6 +40,9 @@ def _quiet_known_harmless() -> None:
         drop.daug_harmless = True
         logger.addFilter(drop)
     warnings.filterwarnings("ignore", message=_HARMLESS_WARNING, category=FutureWarning)
+
+
+_quiet_known_harmless()
 
 
 @contextmanager

@@ -127,10 +127,9 @@ def trainable_model(base_dir, model_params: dict, approach, trainable_tokens: li
     of `trainable_tokens` trainable where the approach can train them (checked before the model
     loads); seeded right before the approach initialises its weights. `tokenizer`: the base
     model's, if already loaded (Gemma's takes ~4 s to load)."""
-    from peft import prepare_model_for_kbit_training
-
-    from daug.basemodel import load_model, load_tokenizer
+    from daug.basemodel import load_model, load_tokenizer  # first: it quiets bitsandbytes' import (peft's)
     from daug.vocabulary import attach_saved
+    from peft import prepare_model_for_kbit_training
 
     names = list(trainable_tokens or [])
     tokens = trainable_token_ids(tokenizer or load_tokenizer(base_dir), names, str(base_dir)) if names else []
