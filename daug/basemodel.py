@@ -77,7 +77,14 @@ def _load_gguf(package: str, dtype):
     with tempfile.TemporaryDirectory(prefix="daug-gguf-") as tmp:
         path = _gguf_file(package, Path(tmp))
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        with no_progress_widgets():
+        # transformers' GGUF reader draws its bar with tqdm.auto, outside its own progress-bar switch:
+        # plain text on stderr instead of a notebook widget the executed copy keeps at "0%"
+        from unittest import mock
+
+        from tqdm import tqdm as text_bar
+        from transformers import modeling_gguf_pytorch_utils as gguf_reader
+
+        with no_progress_widgets(), mock.patch.object(gguf_reader, "tqdm", text_bar):
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype) if dtype else None
     return model, tokenizer
 
