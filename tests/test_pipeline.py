@@ -94,10 +94,8 @@ def test_executed_notebooks_read_cleanly(smoke_repo):
         for cell in nb["cells"]:
             for out in cell.get("outputs", []):
                 shown = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
-                # bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" is still
-                # printed by training, which imports peft before daug.basemodel quiets it (issue 22)
                 assert "Warning" not in shown, (path.name, shown[:300])
-                assert "kernels-community" not in shown or path.name.startswith("train-"), (path.name, shown[:300])
+                assert "kernels-community" not in shown, (path.name, shown[:300])
                 assert not (out["output_type"] == "display_data" and "0%|" in shown), (path.name, shown[:200])
         tags = [c["metadata"].get("tags", []) for c in nb["cells"]]
         if any("injected-parameters" in t for t in tags):
