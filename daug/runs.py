@@ -37,8 +37,9 @@ REPORT_CLAIMS = "paper"  # the claims the report judges (daug/report/claims.py);
 # Claim sets a study may declare (`claims:`), each the numbers of the claims it judges
 # (daug/report/claims.py:CLAIMS). The report judges the first selected study that declares one,
 # `paper` first; a selection without the paper's study (the overfitting study on its own) reports
-# into reports/<profile>-<study>/.
-CLAIM_SETS = {"paper": (1, 2, 3, 4, 5), "overfitting": (4,)}
+# into reports/<profile>-<study>/. `gain` judges none of the paper's claims: it is issue 25's study
+# of augmentation's gain against training-set size, mixes and the filter (daug/report/gain.py).
+CLAIM_SETS = {"paper": (1, 2, 3, 4, 5), "overfitting": (4,), "gain": ()}
 
 
 @dataclass(frozen=True)
