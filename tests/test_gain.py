@@ -96,3 +96,12 @@ def test_same_inputs_same_bytes(built, gain_params, tmp_path):
     again = build_report("smoke", gain_params, tmp_path / "again", root=root)
     assert again.markdown.read_text(encoding="utf-8").replace(str(tmp_path / "again"), "") == \
         report.markdown.read_text(encoding="utf-8").replace(str(root / "reports/smoke-gain"), "")
+
+
+@pytest.mark.skipif(not __import__("tests.browser", fromlist=["chromium"]).chromium(),
+                    reason="no Chromium on PATH (.ci/run installs Debian's chromium)")
+def test_the_gain_report_fits_the_text_column_in_a_real_browser(built, tmp_path):
+    from tests.test_report import report_fits_in_chromium
+
+    page = report_fits_in_chromium(built[1].html, tmp_path / "gain.png")
+    assert [h["text"] for h in page["headings"]][:2] == ["Summary", "Gain against training-set size"]

@@ -126,6 +126,11 @@ def test_the_gain_study_runs_its_sizes_mix_and_filter_into_its_own_report(smoke_
     counts = metrics["counts"]
     assert counts["n_output"] + counts["n_filtered"] == 2 * counts["n_source"] == 16
     assert len(metrics["filtered"]) == counts["n_filtered"]
+    from tests.browser import chromium
+    if chromium():  # the gain report reads in a real browser too (issue 22's check)
+        from tests.test_report import report_fits_in_chromium
+
+        report_fits_in_chromium(repo / "reports/smoke-gain/study.html", repo / "gain-report.png")
 
 
 def test_changing_a_prepare_param_reruns_prepare_and_dependents_only(smoke_repo):
