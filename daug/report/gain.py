@@ -172,7 +172,7 @@ def gain_figure(rows: pd.DataFrame, ds: str, params: dict, sizes: list, margin: 
         ax.axhspan(-margin, margin, color="#e6e6e6", zorder=0, label=f"+/-{margin:g} (margin)")
         ax.axhline(0, color="black", linewidth=0.8)
         x_of = {s: i for i, s in enumerate(sizes)}
-        width = 0.6 / max(1, len(methods))
+        width = 0.3 / max(1, len(methods))  # a small dodge: intervals side by side, never on top
         for j, m in enumerate(methods):
             g = gain[gain.x == m]
             xs = np.array([x_of[s] for s in g["size"]]) + (j - (len(methods) - 1) / 2) * width
@@ -295,9 +295,11 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
                     for x in methods if kinds[x]["filter"]}
         w.doc.table(acc, "Every augmented record of the study's outputs: kept, or filtered with its reason (a "
                     "record failing two tests counts under both); filter settings: "
-                    + "; ".join(f"{x}: {s}" for x, s in settings.items()), fold=False)
+                    + "; ".join(f"{x}: " + ", ".join(f"{k} {v}" for k, v in s.items()) for x, s in settings.items()),
+                    fold=False)
     w.doc.heading("Runs")
     frame, _ = run_rows(paths, runs)
+    frame["size"] = [size_label(r.size, params) for r in runs]
     w.doc.table(frame.drop(columns=[col for col in ("approach", "schedule") if frame[col].nunique() <= 1]),
                 "One row per run: mean test loss over training seeds, each seed's, and the best validation loss.")
     w.doc.heading("Provenance")
