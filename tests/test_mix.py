@@ -171,3 +171,18 @@ def test_a_variant_must_name_a_combining_method(smoke_params):
     with pytest.raises(DaugError, match=r"params augment.x.method: 'rd' is not a method that combines others"):
         variant({"x": {"method": "rd"}}, "x")
     assert variant({"rd": {"p": 0.3}}, "rd") == ("rd", {"p": 0.3})
+
+
+def test_the_cli_runs_a_variant_of_params_by_its_name(zhenhuan_train, tmp_path):
+    from daug.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("augment:\n  rd: {p: 0.3}\n  rd_kept: {method: mix, methods: [rd], filter: true, "
+                      "length_ratio: [0.9, 1.1]}\n", encoding="utf-8")
+    out, metrics = tmp_path / "out.jsonl", tmp_path / "m.json"
+    assert main(["augment", str(zhenhuan_train), str(out), "--method", "rd_kept", "--max-records", "10",
+                 "--params", str(params), "--metrics", str(metrics), "--quiet"]) == 0
+    rows = read_records(out)
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
+    assert doc["method"] == "rd_kept" and doc["params"]["components"] == {"rd": {"p": 0.3}}
+    assert {r["method"] for r in rows} <= {ORIGINAL, "rd_kept"} and len(rows) + doc["counts"]["n_filtered"] == 20

@@ -66,6 +66,15 @@ def components(section: dict, method: str, params: dict) -> dict | None:
     return {m: dict(section.get(m) or {}) for m in names if isinstance(m, str)}
 
 
+def with_default_terms(params: dict, method: str, block: dict, dataset: str | None) -> dict:
+    """A filtering method's block with `out_of_character: null` replaced by the report's persona
+    terms (report.persona.out_of_character: `all` and the dataset's own), the one home of that list."""
+    if not getattr(get_method(method), "composite", False) or block.get("out_of_character") is not None:
+        return block
+    terms = ((params.get("report") or {}).get("persona") or {}).get("out_of_character") or {}
+    return {**block, "out_of_character": list(terms.get("all") or []) + list(terms.get(dataset) or [])}
+
+
 def resolve_method(name: str, params: dict | None = None, backend: str | None = None) -> tuple[type[Method], dict]:
     """(method class, validated params): every check that needs no work. `backend` overrides the
     method's `backend` param (model-based methods only)."""
@@ -240,10 +249,7 @@ def stage(params: dict, augmentation, progress: bool = True) -> dict:
     paths = Paths.of(params)
     size = aug.size if aug.size is not None else section.get("max_records")
     method, block = variant(section, aug.method)
-    if getattr(get_method(method), "composite", False) and block.get("out_of_character") is None:
-        persona = params_section(params, "report").get("persona") or {}
-        terms = (persona.get("out_of_character") or {})
-        block["out_of_character"] = list(terms.get("all") or []) + list(terms.get(aug.dataset) or [])
+    block = with_default_terms(params, method, block, aug.dataset)
     doc = augment_file(
         paths.prepared(aug.dataset, "train"), paths.augmented(aug), method, block,
         n_aug=section["n_aug"], seed=params.get("seed", 0), dataset=ds,
