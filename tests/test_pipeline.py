@@ -105,6 +105,34 @@ def test_executed_notebooks_read_cleanly(smoke_repo):
             assert "celltag_injected-parameters" in html and "celltag_parameters" not in html, path.name
 
 
+def test_the_gain_study_runs_its_sizes_mix_and_filter_into_its_own_report(smoke_repo):
+    """`STUDY=gain` (issue 25): the size axis, the mix and the filtered variant end to end; the runs
+    it shares with the paper study (the profile's size) are not run again."""
+    import json
+
+    repo, _ = smoke_repo
+    run([sys.executable, "-m", "daug", "profile", "smoke", "--study", "gain"], repo)
+    out = run(["dvc", "repro"], repo).stdout
+    ran = ran_stages(out)
+    assert "train@zhenhuan-none-n4" in ran and "train@zhenhuan-bt_kept" in ran
+    assert not {"train@zhenhuan-none", "train@zhenhuan-sr", "train@zhenhuan-bt"} & ran, sorted(ran)
+    html = (repo / "reports/smoke-gain/study.html").read_text(encoding="utf-8")
+    assert "Gain against training-set size" in html and "The filter against its unfiltered twin" in html
+    rows = [json.loads(line) for line in (repo / "data/augmented/zhenhuan/sr_bt-n4.jsonl").open(encoding="utf-8")]
+    originals = [r["id"] for r in rows if r["method"] == "none"]
+    assert len(originals) == 4 and {r["source_id"] for r in rows} == set(originals)  # the first 4 originals
+    assert {r["made_by"]["method"] for r in rows if r["method"] == "sr_bt"} <= {"sr", "bt"}
+    metrics = json.loads((repo / "reports/smoke-gain/augment/zhenhuan-bt_kept.json").read_text(encoding="utf-8"))
+    counts = metrics["counts"]
+    assert counts["n_output"] + counts["n_filtered"] == 2 * counts["n_source"] == 16
+    assert len(metrics["filtered"]) == counts["n_filtered"]
+    from tests.browser import chromium
+    if chromium():  # the gain report reads in a real browser too (issue 22's check)
+        from tests.test_report import report_fits_in_chromium
+
+        report_fits_in_chromium(repo / "reports/smoke-gain/study.html", repo / "gain-report.png")
+
+
 def test_changing_a_prepare_param_reruns_prepare_and_dependents_only(smoke_repo):
     repo, _ = smoke_repo
     smoke = repo / "params/smoke.yaml"

@@ -8,6 +8,9 @@ here, not in the methods.
   not depend on batch size or record order.
 - A copy the method could not change is kept, flagged `unchanged` and counted, never retried.
 - Bad params, fields or method names fail with DaugError before any record is read.
+- A variant (a params block `augment.<name>` with `method: mix`, daug/augment/mix.py) is written
+  under its own name; a filtering variant drops records and lists each with its reasons, so
+  output + filtered == n_source * (1 + n_aug).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from daug.io import read_records, write_json, write_jsonl, write_metrics
 from daug.paths import Paths
 from daug.records import ORIGINAL, check_records
 
-PROVENANCE = ("source_id", "method", "aug_index", "params", "backend", "unchanged")
+PROVENANCE = ("source_id", "method", "aug_index", "params", "backend", "unchanged", "made_by")
 DEFAULT_BATCH = 256
 
 
@@ -43,6 +46,35 @@ def _check_count(name: str, value, allow_none: bool = False) -> None:
         raise DaugError(f"{name} must be a non-negative integer, got {value!r}")
 
 
+def variant(section: dict, name: str) -> tuple[str, dict]:
+    """(registered method, its params) for `name` in the params `augment` section: a registered
+    method and its block, or a variant's block `{method: mix, ...}` (daug/augment/mix.py)."""
+    block = dict(section.get(name) or {})
+    if "method" not in block:
+        return name, block
+    base = block.pop("method")
+    if not isinstance(base, str) or not getattr(get_method(base), "composite", False):
+        raise DaugError(f"params augment.{name}.method: {base!r} is not a method that combines others (use 'mix')")
+    return base, block
+
+
+def components(section: dict, method: str, params: dict) -> dict | None:
+    """A composite method's components' params blocks (the profile's `augment.<component>`)."""
+    if not getattr(get_method(method), "composite", False):
+        return None
+    names = params.get("methods") or []
+    return {m: dict(section.get(m) or {}) for m in names if isinstance(m, str)}
+
+
+def with_default_terms(params: dict, method: str, block: dict, dataset: str | None) -> dict:
+    """A filtering method's block with `out_of_character: null` replaced by the report's persona
+    terms (report.persona.out_of_character: `all` and the dataset's own), the one home of that list."""
+    if not getattr(get_method(method), "composite", False) or block.get("out_of_character") is not None:
+        return block
+    terms = ((params.get("report") or {}).get("persona") or {}).get("out_of_character") or {}
+    return {**block, "out_of_character": list(terms.get("all") or []) + list(terms.get(dataset) or [])}
+
+
 def resolve_method(name: str, params: dict | None = None, backend: str | None = None) -> tuple[type[Method], dict]:
     """(method class, validated params): every check that needs no work. `backend` overrides the
     method's `backend` param (model-based methods only)."""
@@ -56,9 +88,14 @@ def resolve_method(name: str, params: dict | None = None, backend: str | None = 
 
 
 def make_method(name: str, params: dict | None = None, *, backend: str | None = None,
-                backends: dict | None = None, dataset: dict | None = None) -> Method:
-    """A ready method; model-based ones get their backend from `backends` (params section)."""
+                backends: dict | None = None, dataset: dict | None = None, components: dict | None = None) -> Method:
+    """A ready method; model-based ones get their backend from `backends` (params section), a
+    composite one its components, built from `components` ({name: params block})."""
     cls, resolved = resolve_method(name, params, backend)
+    if getattr(cls, "composite", False):
+        built = {m: make_method(m, (components or {}).get(m), backends=backends, dataset=dataset)
+                 for m in resolved["methods"]}
+        return cls(resolved, dataset=dataset).bind(built)
     instance = None
     if cls.uses_backend:
         try:
@@ -81,23 +118,27 @@ def augment_records(records: list[dict], method: str | Method, params: dict | No
                     seed: int = 0, dataset: str | dict | None = None, fields=("instruction", "output"),
                     backend: str | None = None, backends: dict | None = None, batch_size: int | None = None,
                     max_records: int | None = None, progress: bool = False,
-                    source: str = "input") -> tuple[list[dict], dict]:
+                    source: str = "input", label: str | None = None,
+                    components: dict | None = None) -> tuple[list[dict], dict]:
     """(output records, stats). `method` is a registered name (built with `make_method`) or a
-    ready Method; `dataset` a dataset name or its params entry (model methods use character etc.)."""
+    ready Method; `dataset` a dataset name or its params entry (model methods use character etc.);
+    `label` the method name the records carry (a variant's name; default the method's)."""
     fields = check_fields(fields)
     _check_count("n_aug", n_aug)
     _check_count("max_records", max_records, allow_none=True)
     _check_count("batch_size", batch_size, allow_none=True)
     ds = dataset if isinstance(dataset, dict) else ({"name": dataset} if dataset else None)
     if isinstance(method, str):
-        method = make_method(method, params, backend=backend, backends=backends, dataset=ds)
+        method = make_method(method, params, backend=backend, backends=backends, dataset=ds, components=components)
     name, resolved = method.name, method.params
+    label = label or name
+    provenance = method.provenance() if hasattr(method, "provenance") else resolved
     n_input = len(records)
     records = check_records(records[:max_records] if max_records is not None else records, source,
                             require_id=True)
     n_aug = 0 if method.baseline else n_aug
     ds_name = ds["name"] if ds else None
-    jobs = [Job(r, k, job_seed(seed, ds_name, name, resolved, r["id"], k), fields)
+    jobs = [Job(r, k, job_seed(seed, ds_name, name, resolved, r["id"], k), fields, seed, ds_name)
             for r in records for k in range(n_aug)]
     batch = batch_size or getattr(method.backend, "batch_size", None) or DEFAULT_BATCH
 
@@ -112,27 +153,38 @@ def augment_records(records: list[dict], method: str | Method, params: dict | No
             _check_results(name, chunk, out)
             results.extend(out)
             bar.update(len(chunk))
+    screen = getattr(method, "screen", None)
+    reasons = screen(jobs, results) if screen else [[] for _ in jobs]
     seconds = time.perf_counter() - start
 
     backend_info = method.describe_backend()
-    out_records, n_unchanged, n_empty = [], 0, 0
-    by_source = iter(results)
+    out_records, n_unchanged, n_empty, filtered = [], 0, 0, []
+    by_source = iter(zip(results, reasons))
     for r in records:
         rid = r["id"]
         out_records.append(_out_record(r, rid, r, {"source_id": rid, "method": ORIGINAL, "aug_index": None,
                                                    "params": {}, "backend": None, "unchanged": False}))
         n_empty += n_aug * sum(not (r.get(f) or "").strip() for f in fields)
         for k in range(n_aug):
-            new = next(by_source)
+            new, dropped = next(by_source)
             unchanged = all(new[f] == (r.get(f) or "") for f in FIELDS)
             n_unchanged += unchanged
-            out_records.append(_out_record(r, f"{rid}/{name}/{k}", new, {
-                "source_id": rid, "method": name, "aug_index": k, "params": resolved,
-                "backend": backend_info, "unchanged": unchanged}))
+            made = {"made_by": new["made_by"]} if "made_by" in new else {}
+            if dropped:
+                filtered.append({"id": f"{rid}/{label}/{k}", "source_id": rid, **made, "reasons": dropped})
+                continue
+            out_records.append(_out_record(r, f"{rid}/{label}/{k}", new, {
+                "source_id": rid, "method": label, "aug_index": k, "params": provenance,
+                "backend": backend_info, "unchanged": unchanged, **made}))
     stats = {"n_input": n_input, "n_source": len(records), "n_aug": n_aug, "n_augmented": len(jobs),
              "n_unchanged": n_unchanged, "n_output": len(out_records), "n_empty_fields": n_empty,
              "seconds": round(seconds, 3)}
-    assert stats["n_output"] == stats["n_source"] * (1 + n_aug)  # every record accounted for
+    if screen:
+        stats["n_filtered"] = len(filtered)
+        stats["filtered_by_reason"] = {x: sum(x in f["reasons"] for f in filtered) for x in method.reasons}
+        stats["filtered"] = filtered
+    # every record accounted for: written, or filtered with its reasons
+    assert stats["n_output"] + len(filtered) == stats["n_source"] * (1 + n_aug)
     return out_records, stats
 
 
@@ -150,10 +202,12 @@ def augment_file(input: str | Path, output: str | Path, method: str, params: dic
                  n_aug: int = 1, seed: int = 0, dataset: str | dict | None = None,
                  fields=("instruction", "output"), backend: str | None = None, backends: dict | None = None,
                  batch_size: int | None = None, max_records: int | None = None, progress: bool = False,
-                 metrics: str | Path | None = None, metrics_extra: dict | None = None) -> dict:
+                 metrics: str | Path | None = None, metrics_extra: dict | None = None,
+                 label: str | None = None, components: dict | None = None) -> dict:
     """Augment a JSON/JSONL file of records into a JSONL file; with `metrics`, also measure quality
     and write the metrics JSON. Returns that document (counts always, quality with `metrics`), with
-    the wall time (not a metric) under `timings`."""
+    the wall time (not a metric) under `timings`. `label` and `components`: a variant's name and
+    its components' params (`variant`, `components`)."""
     input = Path(input)
     fields = check_fields(fields)
     for name, value in (("n_aug", n_aug), ("max_records", max_records), ("batch_size", batch_size)):
@@ -162,15 +216,17 @@ def augment_file(input: str | Path, output: str | Path, method: str, params: dic
     if not input.exists():  # before a backend loads a model
         raise DaugError(f"{input}: file not found")
     ds = dataset if isinstance(dataset, dict) else ({"name": dataset} if dataset else None)
-    built = make_method(method, params, backend=backend, backends=backends, dataset=ds)
+    built = make_method(method, params, backend=backend, backends=backends, dataset=ds, components=components)
     records, stats = augment_records(read_records(input), built, n_aug=n_aug, seed=seed, dataset=ds, fields=fields,
                                      batch_size=batch_size, max_records=max_records, progress=progress,
-                                     source=str(input))
+                                     source=str(input), label=label)
     write_jsonl(output, records)
-    doc = {"dataset": ds["name"] if ds else None, "method": built.name, "backend": built.describe_backend(),
-           "params": built.params, "n_aug": stats["n_aug"], "fields": list(fields), "seed": seed,
+    filtered = stats.pop("filtered", None)
+    doc = {"dataset": ds["name"] if ds else None, "method": label or built.name, "backend": built.describe_backend(),
+           "params": built.provenance() if hasattr(built, "provenance") else built.params,
+           "n_aug": stats["n_aug"], "fields": list(fields), "seed": seed,
            "max_records": max_records, "counts": {k: v for k, v in stats.items() if k != "seconds"},
-           **(metrics_extra or {})}
+           **({"filtered": filtered} if filtered is not None else {}), **(metrics_extra or {})}
     if metrics is not None:
         from daug.augment.quality import quality
 
@@ -192,11 +248,14 @@ def stage(params: dict, augmentation, progress: bool = True) -> dict:
     ds = dataset_entry(params, aug.dataset)
     paths = Paths.of(params)
     size = aug.size if aug.size is not None else section.get("max_records")
+    method, block = variant(section, aug.method)
+    block = with_default_terms(params, method, block, aug.dataset)
     doc = augment_file(
-        paths.prepared(aug.dataset, "train"), paths.augmented(aug), aug.method,
-        section.get(aug.method) or {}, n_aug=section["n_aug"], seed=params.get("seed", 0), dataset=ds,
+        paths.prepared(aug.dataset, "train"), paths.augmented(aug), method, block,
+        n_aug=section["n_aug"], seed=params.get("seed", 0), dataset=ds,
         fields=section["fields"], backends=params.get("backends"),
         max_records=size, progress=progress,
-        metrics=paths.augment_metrics(aug), metrics_extra={"profile": params.get("profile")})
+        metrics=paths.augment_metrics(aug), metrics_extra={"profile": params.get("profile")},
+        label=aug.method if method != aug.method else None, components=components(section, method, block))
     write_json(paths.timings("augment", aug), doc["timings"])
     return doc

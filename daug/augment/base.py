@@ -28,6 +28,8 @@ class Job:
     index: int                 # k in 0..n_aug-1
     seed: int                  # stable_hash(seed, dataset, method, params, record id, k)
     fields: tuple[str, ...]    # which fields a rule method edits
+    run_seed: int | None = None  # the augment seed and dataset the job's seed came from: a composite
+    dataset: str | None = None   # method (daug/augment/mix.py) derives its components' jobs from them
 
 
 def job_seed(seed: int, dataset: str | None, method: str, params: dict, record_id: str, k: int) -> int:

@@ -97,7 +97,7 @@ def run_stage(args) -> int:
 def run(args) -> int:
     from daug import params as P
     from daug.augment import get_method
-    from daug.augment.apply import augment_file
+    from daug.augment.apply import augment_file, components, variant, with_default_terms
 
     if args.input is None:
         return run_stage(args)
@@ -105,18 +105,22 @@ def run(args) -> int:
         raise DaugError("the file form needs INPUT OUTPUT --method M")
     params = P.load(args.params) if Path(args.params).exists() else {}  # else: params/base.yaml's defaults
     section = P.section(params, "augment")
-    get_method(args.method)  # unknown method: fail first, with the valid choices
+    method, block = variant(section, args.method)  # a variant of params (daug/augment/mix.py) by its name
+    get_method(method)  # unknown method: fail first, with the valid choices
     dataset = None
     if args.dataset:
         dataset = P.dataset(params, args.dataset) if args.dataset in (params.get("datasets") or {}) else {"name": args.dataset}
     max_records = _max_records(args.max_records) if args.max_records is not None else section.get("max_records")
+    given = {k: v for k, v in _method_params(args, section).items() if k != "method" or method == args.method}
+    given = with_default_terms(params or P.defaults(), method, given, args.dataset)
     doc = augment_file(
-        args.input, args.output, args.method, _method_params(args, section),
+        args.input, args.output, method, given,
         n_aug=args.n_aug if args.n_aug is not None else section["n_aug"],
         seed=args.seed if args.seed is not None else params.get("seed", P.defaults()["seed"]),
         dataset=dataset, fields=args.fields or section["fields"],
         backend=args.backend, backends=params.get("backends"), batch_size=args.batch_size,
-        max_records=max_records, progress=not args.quiet, metrics=args.metrics)
+        max_records=max_records, progress=not args.quiet, metrics=args.metrics,
+        label=args.method if method != args.method else None, components=components(section, method, given))
     c = doc["counts"]
     limited = f" (first {c['n_source']} of {c['n_input']}: max_records)" if c["n_source"] < c["n_input"] else ""
     print(f"{args.output}: {c['n_output']} records = {c['n_source']} source{limited} + {c['n_augmented']} "

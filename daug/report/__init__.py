@@ -80,6 +80,12 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
     from daug.report.load import load_study
     from daug.report.render import Doc
 
+    from daug.runs import Grid, judged_study
+
+    if (Grid.of(params).studies.get(judged_study(params)) or {}).get("claims") == "gain":
+        from daug.report import gain  # issue 25's study: its own comparisons and sections
+
+        return gain.build(profile, params, out_dir, root)
     cfg = config(params)
     params = {**params, "profile": profile}
     study = load_study(params, root)
