@@ -211,7 +211,10 @@ def accounting(paths, runs, params: dict) -> pd.DataFrame:
         for reason, n in (counts.get("filtered_by_reason") or {}).items():
             row[f"filtered: {reason}"] = n
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    reasons = [c for c in frame.columns if c.startswith("filtered: ")]
+    frame[reasons] = frame[reasons].map(lambda v: "–" if v != v else str(int(v)))  # no filter: "–", not NaN
+    return frame
 
 
 def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = "."):
@@ -300,6 +303,8 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
     w.doc.heading("Runs")
     frame, _ = run_rows(paths, runs)
     frame["size"] = [size_label(r.size, params) for r in runs]
+    for col in ("test loss (mean of seeds)", "best val loss (mean)"):
+        frame[col] = [f"{v:.4f}" if v is not None and v == v else "–" for v in frame[col]]
     w.doc.table(frame.drop(columns=[col for col in ("approach", "schedule") if frame[col].nunique() <= 1]),
                 "One row per run: mean test loss over training seeds, each seed's, and the best validation loss.")
     w.doc.heading("Provenance")
