@@ -7,7 +7,9 @@ loaded as the train stage loads it (`daug.training.loop.trainable_model`, params
 weights), one untimed warm-up step, then `--steps` timed optimizer steps of `--batch-size` Zhen Huan
 training examples in daug's length-grouped batches, the same batches for every approach. Reported:
   tokens/s      real (non-padding) tokens per second of forward + backward + AdamW step
-  peak MiB      the process's peak resident memory (ru_maxrss), and its growth over the loaded model
+  peak MiB      the peak resident memory of training (Linux VmHWM, reset once the model is loaded:
+                loading the GGUF peaks higher than any approach's training), and its growth over
+                the loaded model's resident memory
   trainable     trainable parameters and their share of the model's
 The approaches run one after another in registry order, so a shared machine's load can bias a
 ratio: compare ratios from one run on an idle machine. There is no target: this measures.
@@ -50,7 +52,9 @@ def child(name: str, base: str, data: str, steps: int, batch_size: int) -> dict:
     tokens = [t for t in params["train"]["trainable_tokens"]] if approach.trains_token_rows else []
     model = trainable_model(base, params["model"], approach, tokens, 0, "bfloat16", torch.device("cpu"),
                             tokenizer=tokenizer).train()
-    loaded_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    loaded_kib = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM: the peak from here on is training's
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-5)
     loss_fn = ReplyLoss(model, approach)
@@ -67,11 +71,20 @@ def child(name: str, base: str, data: str, steps: int, batch_size: int) -> dict:
         if i:  # the first step warms up
             seconds += time.perf_counter() - start
             real += sum(len(e.input_ids) for e in chosen)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _status_kib("VmHWM")
     n_trained = sum(p.numel() for p in trained)
     n_all = sum(p.numel() for p in model.parameters())
     return {"approach": name, "tokens_per_s": real / seconds, "peak_mib": peak_kib / 1024,
-            "growth_mib": (peak_kib - loaded_kib) / 1024, "trainable": n_trained, "share": n_trained / n_all}
+            "growth_mib": (peak_kib - loaded_kib) / 1024, "load_peak_mib": load_peak_kib / 1024,
+            "trainable": n_trained, "share": n_trained / n_all}
+
+
+def _status_kib(field: str) -> int:
+    """A memory figure of /proc/self/status in KiB (Linux): VmRSS now, VmHWM the peak since reset."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
 
 
 def main() -> int:
@@ -99,8 +112,9 @@ def main() -> int:
             return 1
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{name:12s} {r['tokens_per_s']:8.1f} real tokens/s  peak {r['peak_mib']:7.0f} MiB "
-              f"(+{r['growth_mib']:6.0f} over the loaded model)  trainable {r['trainable']:>11,d} "
+        print(f"{name:12s} {r['tokens_per_s']:8.1f} real tokens/s  training peak {r['peak_mib']:7.0f} MiB "
+              f"(+{r['growth_mib']:6.0f} over the loaded model; load peak {r['load_peak_mib']:.0f})  "
+              f"trainable {r['trainable']:>11,d} "
               f"({r['share']:.3%})", flush=True)
     reference = next((r for r in rows if r["approach"] == "lora-qv"), rows[0])
     print("relative to " + reference["approach"] + ": " + ", ".join(
