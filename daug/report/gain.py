@@ -108,7 +108,8 @@ def comparisons(values: dict, pairs_of, alpha: float, power: float, margin: floa
         if len(seeds) != 1:
             raise DaugError(f"report: {ds} at size {size}: the methods have different numbers of training seeds "
                             f"({sorted(seeds)}); a seed-paired comparison needs the same seeds in every method")
-        pairs = [(x, y) for x, y, _ in pairs_of(list(vals)) if x in vals and y in vals]
+        listed = pairs_of(list(vals))
+        pairs = [(x, y) for x, y, _ in listed if x in vals and y in vals]
         if not pairs:
             continue
         if seeds.pop() >= 2 and len(vals) >= 2:
@@ -117,7 +118,7 @@ def comparisons(values: dict, pairs_of, alpha: float, power: float, margin: floa
             diffs = {(x, y): stats.two_level_bootstrap(vals[x], vals[y], n_resamples=2000, seed=0) for x, y in pairs}
         for (x, y), d in diffs.items():
             family[(ds, size, x, y)] = d
-        meta.update({(ds, size, x, y): what for x, y, what in pairs_of(list(vals))})
+        meta.update({(ds, size, x, y): what for x, y, what in listed})
     compared = stats.compare_family(family, alpha=alpha, power=power)
     rows = []
     for (ds, size, x, y), c in compared.items():
