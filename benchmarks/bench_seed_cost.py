@@ -45,7 +45,7 @@ from daug.runs import tables  # noqa: E402
 
 TARGET = 0.5
 # What the committed params were before issue 21 (params/cpu.yaml at a7a8d55).
-TODAY = {"train": {"seeds": [0, 1], "seeds_by_dataset": None, "eval_every": 10},
+TODAY = {"model": {"vocabulary": "full"}, "train": {"seeds": [0, 1], "seeds_by_dataset": None, "eval_every": 10},
          "evaluate": {"generate_seeds": None, "loss_examples": 300, "loss_examples_by_dataset": None}}
 # Today's code evaluated step 0 for every seed; this runs the CLI with that sharing switched off.
 NO_SHARED_STEP0 = "import daug.approaches.lora as L; L.LoraQV.starts_as_base = False; "
@@ -58,8 +58,10 @@ def design(params: dict, overrides: dict | None) -> dict:
     return out
 
 
-def run_cell(params: dict, name: str, folder: Path, base: Path, shared_step0: bool) -> dict:
-    """Train then evaluate the cell in two fresh processes; (wall seconds of each, their timings files)."""
+def run_cell(params: dict, name: str, folder: Path, base: Path, shared_step0: bool, reuse_val: bool = True) -> dict:
+    """Train then evaluate the cell in two fresh processes; (wall seconds of each, their timings files).
+    `reuse_val`: the evaluation reads each seed's validation loss from the training stage's file
+    (today's code computed it again)."""
     folder.mkdir(parents=True)
     params_file = folder / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -69,7 +71,8 @@ def run_cell(params: dict, name: str, folder: Path, base: Path, shared_step0: bo
                       "--report-csv", str(folder / "train.csv"), "--report-json", str(folder / "train.json"),
                       "--report-val", str(folder / "val.jsonl"), "--report-timings", str(folder / "train-timings.json")]
     evaluate = common + ["--adapter", str(folder / "adapters"), "--out", str(folder / "eval"),
-                         "--timings", str(folder / "eval-timings.json")]
+                         "--timings", str(folder / "eval-timings.json"),
+                         "--train-val", str(folder / ("val.jsonl" if reuse_val else "no-such-file"))]
     walls = {}
     for stage, args in (("train", train), ("evaluate", evaluate)):
         start = time.perf_counter()
@@ -91,7 +94,8 @@ def on_validation(cell: dict, val: Path) -> dict:
     degeneration shares over its seeds (the effect of a model choice, never read off the test split)."""
     out = cell["folder"] / "val-eval"
     cli("evaluate", cell["common"] + ["--adapter", str(cell["folder"] / "adapters"), "--out", str(out), "--test",
-                                      str(val), "--timings", str(cell["folder"] / "val-eval-timings.json")])
+                                      str(val), "--timings", str(cell["folder"] / "val-eval-timings.json"),
+                                      "--train-val", str(cell["folder"] / "val.jsonl")])
     name = cell["common"][cell["common"].index("--run") + 1]
     metrics = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))  # evaluate.run_files' name
     seeds = [m for k, m in metrics.items() if k.startswith("seed-")]
@@ -110,7 +114,7 @@ def with_vocabulary(params: dict, base: Path, folder: Path) -> Path:
         if f.name != vocabulary.FILE:
             (folder / f.name).symlink_to(f.resolve())
     content = vocabulary.write(params, folder)
-    print(f"study vocabulary: {content['count']} tokens (the training replies of "
+    print(f"{content.get('choice')} vocabulary: {content.get('count')} tokens (the training replies of "
           f"{', '.join(params['datasets'])})")
     return folder
 
@@ -143,14 +147,16 @@ def main() -> int:
     os.chdir(REPO)  # the params' paths (prepared splits) are relative to the repository
     params = resolve("cpu")
     params.update(tables(params, "paper"))
-    study = design(params, None)
-    study["model"]["vocabulary"] = "study"
+    levers = design(params, {"model": {"vocabulary": "full"}})  # the profile's levers, Gemma's whole vocabulary
+    study = design(params, {"model": {"vocabulary": "study"}})
     name = f"{args.dataset}-none"
     val = REPO / f"data/prepared/{args.dataset}/val.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
+        # models/base holds the profile's vocabulary: each design gets a folder with its own
+        full_base = with_vocabulary(levers, Path(args.base), Path(tmp) / "base-full")
         study_base = with_vocabulary(study, Path(args.base), Path(tmp) / "base-study")
-        today = parts(run_cell(design(params, TODAY), name, Path(tmp) / "today", Path(args.base), False))
-        cells = {"levers": run_cell(params, name, Path(tmp) / "levers", Path(args.base), True),
+        today = parts(run_cell(design(params, TODAY), name, Path(tmp) / "today", full_base, False, False))
+        cells = {"levers": run_cell(levers, name, Path(tmp) / "levers", full_base, True),
                  "study": run_cell(study, name, Path(tmp) / "study", study_base, True)}
         effect = {key: on_validation(cell, val) for key, cell in cells.items()}
     levers, vocab = parts(cells["levers"]), parts(cells["study"])
@@ -161,9 +167,9 @@ def main() -> int:
             1.0, 2 / levers["seeds"])},
         "the dataset's test examples": {**today, "test_loss": levers["test_loss"]},
         f"{levers['seeds']} seeds share a cell's process start and loads": {**today, "seeds": levers["seeds"]},
+        "validation loss read from the training stage": {**today, "val_loss": levers["val_loss"]},
         "the study vocabulary (model.vocabulary: study)": {
-            **today, **{k: today[k] * vocab[k] / levers[k] for k in ("steps", "validation", "test_loss", "replies",
-                                                                     "val_loss")}},
+            **today, **{k: today[k] * vocab[k] / levers[k] for k in ("steps", "validation", "test_loss", "replies")}},
     }
     print(f"{name}: seconds per seed, today ({today['seeds']} seeds) vs levers ({levers['seeds']} seeds) "
           f"vs levers + study vocabulary")

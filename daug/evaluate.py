@@ -27,8 +27,13 @@ training_seeds`: the dataset's `seeds`, else `train.seeds`) (method
      prompts as in training), scored per example (sentence BLEU, ROUGE-1/2/L, sentence chrF:
      `daug.scoring`, corpus scores with 95% bootstrap CIs) and flagged for degeneration
      (`daug.degeneration`: at the token limit, loops, leaks, empty, stray line breaks);
-  4. validation loss over the first `evaluate.val_examples` validation records (the same function
-     as the training stage's) and perplexity = exp(loss).
+  4. validation loss over the first `evaluate.val_examples` validation records and perplexity =
+     exp(loss). For a trained seed, the training stage already measured it at the best step, the
+     weights saved, on the same records (`Paths.val_losses`, when its examples are exactly these):
+     it is read from there (`val_loss_from: train`; 5% of a seed's cost, issue 21), in the training
+     precision and before the merge, so it can differ from a re-computation by bf16 rounding (~1e-3).
+     Otherwise (the base model, other records) it is computed here with the training stage's
+     function (`val_loss_from: evaluate`).
 Outputs (daug/paths.py), one line per seed x example: the per-example test losses and the
 predictions (reference, reply, scores, flags: every number can be audited); the metrics (the DVC
 metric, keyed `seed-<k>` or `base`: results only, same params, same bytes) and the timings, in a
@@ -182,9 +187,10 @@ def _mean(values: list[float]) -> float | None:
 def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed: int | None, *, loss_examples,
                    gen_records: list[dict], val_records: list[dict], bootstrap_seed: int, source: str,
                    progress: bool = True, stop_at_newline: bool = False,
-                   approach=None) -> tuple[dict, list[dict], list[dict], dict]:
+                   approach=None, trained_val: float | None = None) -> tuple[dict, list[dict], list[dict], dict]:
     """One model's evaluation: (metrics, loss rows, prediction rows, seconds) for the files of `stage`;
-    `approach`: the one whose weights `model` holds (None: the base model)."""
+    `approach`: the one whose weights `model` holds (None: the base model); `trained_val`: the
+    validation loss the training stage measured for these weights on `val_records` (None: compute it)."""
     from daug import degeneration, scoring
     from daug.training.loss import validation_loss
 
@@ -215,18 +221,40 @@ def evaluate_model(model, tokenizer, cfg: dict, system_prompt: str | None, seed:
                      "repetition_penalty": cfg["repetition_penalty"]}
 
     t = time.perf_counter()
-    val_loss = validation_loss(model, tokenizer, val_records, system_prompt, cfg["max_length"],
-                               cfg["loss_batch_size"], approach=approach) if val_records else float("nan")
+    if trained_val is not None:
+        val_loss, val_from = trained_val, "train"
+    else:
+        val_loss = validation_loss(model, tokenizer, val_records, system_prompt, cfg["max_length"],
+                                   cfg["loss_batch_size"], approach=approach) if val_records else float("nan")
+        val_from = "evaluate"
     seconds["val_loss"] = time.perf_counter() - t
 
     metrics = {
         "seed": seed, "test_loss": _mean([r["loss"] for r in losses]), "n_loss": len(losses),
         "loss_dropped": len(loss_examples.dropped), "loss_truncated": loss_examples.truncated,
         "val_loss": val_loss if math.isfinite(val_loss) else None, "perplexity": scoring.perplexity(val_loss),
-        "val_examples": len(val_records), **generated,
+        "val_examples": len(val_records), "val_loss_from": val_from, **generated,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
     return metrics, losses, rows, seconds
+
+
+def trained_val_losses(path: Path, seeds: list, val_ids: list[str]) -> dict:
+    """{seed: validation loss at the best step} from the training stage's per-example file, for each
+    seed whose rows are exactly the examples `val_ids` (in order); the others are left out."""
+    if not path.is_file():
+        return {}
+    rows: dict = {}
+    for row in read_records(path):
+        rows.setdefault(row["seed"], []).append(row)
+    out = {}
+    for seed in seeds:
+        mine = rows.get(seed, [])
+        if [r["id"] for r in mine] == val_ids and all(r["loss_best"] is not None for r in mine if r["tokens"]):
+            tokens = math.fsum(r["tokens"] for r in mine)
+            if tokens:
+                out[seed] = math.fsum(r["loss_best"] * r["tokens"] for r in mine if r["tokens"]) / tokens
+    return out
 
 
 def run_files(params: dict, run, out_dir: str | Path | None = None) -> dict[str, Path]:
@@ -237,16 +265,17 @@ def run_files(params: dict, run, out_dir: str | Path | None = None) -> dict[str,
     return files if out_dir is None else {k: Path(out_dir) / f.name for k, f in files.items()}
 
 
-PATH_OPTIONS = ("base", "adapter", "test", "val", "out_dir", "timings")  # stage() keywords = CLI path flags
+PATH_OPTIONS = ("base", "adapter", "train_val", "test", "val", "out_dir", "timings")  # stage() keywords = CLI path flags
 
 
 def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | Path | None = None,
-          test: str | Path | None = None, val: str | Path | None = None, out_dir: str | Path | None = None,
+          train_val: str | Path | None = None, test: str | Path | None = None, val: str | Path | None = None,
+          out_dir: str | Path | None = None,
           timings: str | Path | None = None, progress: bool = True) -> dict:
     """Evaluate one run (a daug.runs.Run, or its name), every training seed (method `base`: the base
     model alone); write the test losses, predictions, metrics and timings (daug/paths.py; the keyword
-    arguments override them: `adapter` is the run's folder of seed-<k> weights, `out_dir` holds the
-    three result files). Returns {"metrics": the metrics file's document, "timings": ..., "files": {name: path}}."""
+    arguments override them: `adapter` is the run's folder of seed-<k> weights, `train_val` the
+    training stage's per-example validation losses, `out_dir` holds the three result files). Returns {"metrics": the metrics file's document, "timings": ..., "files": {name: path}}."""
     from daug import params as P
     from daug.approaches import from_params as approach_of
     from daug.basemodel import load_model, load_tokenizer
@@ -284,6 +313,9 @@ def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | P
     tokenizer = load_tokenizer(base)
     loss_examples = encode_records(tokenizer, _first(test_records, P.loss_examples(params, run.dataset)), system_prompt,
                                    cfg["max_length"], source=str(test_file))
+    val_ids = [e.id for e in encode_records(tokenizer, val_records, system_prompt, cfg["max_length"],
+                                            source=str(val_file)).examples]
+    trained_val = {} if run.is_base else trained_val_losses(Path(train_val or paths.val_losses(run)), seeds, val_ids)
     four_bit = bool(model_params.get("load_in_4bit"))
     # One load per process; a 4-bit model is reloaded per seed instead (its quantised weights do not deep-copy).
     shared = None if four_bit else load_model(base, model_params.get("dtype", "float32"), False)
@@ -301,7 +333,8 @@ def stage(params: dict, run, *, base: str | Path | None = None, adapter: str | P
             model, tokenizer, cfg, system_prompt, seed, loss_examples=loss_examples,
             gen_records=gen_records if generates else [],
             val_records=val_records, bootstrap_seed=int(params.get("seed", 0)), source=str(files["predictions"]),
-            progress=progress, stop_at_newline=bool(ds.get("stop_at_newline", False)), approach=approach)
+            progress=progress, stop_at_newline=bool(ds.get("stop_at_newline", False)), approach=approach,
+            trained_val=trained_val.get(seed))
         del model, fresh
         metrics[label(seed)] = m
         losses += loss_rows
@@ -375,6 +408,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--base", help=f"base model directory (default: {BASE_MODEL})")
     parser.add_argument("--adapter", help="the run's trained weights, one seed-<k> folder per training seed "
                                           f"(default: {ADAPTERS}/<run folder>)")
+    parser.add_argument("--train-val", help="the training stage's per-example validation losses, read for each "
+                                            f"seed's validation loss (default: {RESULTS}/PROFILE/train/RUN.val.jsonl)")
     parser.add_argument("--test", help=f"test records (default: {PREPARED}/DATASET/test.jsonl)")
     parser.add_argument("--val", help=f"validation records (default: {PREPARED}/DATASET/val.jsonl)")
     parser.add_argument("--out", dest="out_dir", help="directory for the metrics, predictions and test losses "

@@ -67,14 +67,17 @@ DEFAULTS_TAG, INJECTED_TAG = "parameters", "injected-parameters"  # papermill's 
 
 def html_exporter():
     """nbconvert's HTMLExporter with HTML_TEMPLATE (no per-file copy of JupyterLab's stylesheet);
-    a cell tagged `hide-in-html` (the defaults cell of an executed notebook) is left out."""
+    a cell tagged `hide-in-html` (the defaults cell of an executed notebook) is left out, and
+    consecutive stream outputs are merged with each progress-bar refresh (`\r`) overwriting the
+    last, as JupyterLab shows them (unmerged, a training notebook printed ~60 bar lines per seed)."""
     import jinja2
     from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor, TagRemovePreprocessor
 
     exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"daug-notebook.html.j2": HTML_TEMPLATE})],
                             template_file="daug-notebook.html.j2")
     exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={"hide-in-html"}), enabled=True)
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(), enabled=True)
     return exporter
 
 

@@ -192,8 +192,9 @@ class Paths:
             io["metrics"] = [self.train_metrics(key)]
             io["plots"] = [self.train_curve(key)]
         elif stage in ("evaluate", "evaluate_base"):
-            adapters = [] if key.is_base else [self.adapters(key)]  # the base model: evaluate_base@<ds>
-            io["inputs"] = [*adapters, self.base_model(), self.prepared(key.dataset, "test"),
+            # the base model (evaluate_base@<ds>) has no adapters, and no training-stage validation losses
+            trained = [] if key.is_base else [self.adapters(key), self.val_losses(key)]
+            io["inputs"] = [*trained, self.base_model(), self.prepared(key.dataset, "test"),
                             self.prepared(key.dataset, "val")]
             io["outs"] = [self.test_losses(key), self.predictions(key), *notebooks, self.timings("evaluate", key)]
             io["metrics"] = [self.eval_metrics(key)]

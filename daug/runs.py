@@ -38,8 +38,10 @@ REPORT_CLAIMS = "paper"  # the claims the report judges (daug/report/claims.py);
 # (daug/report/claims.py:CLAIMS). The report judges the first selected study that declares one,
 # `paper` first; a selection without the paper's study (the overfitting study on its own) reports
 # into reports/<profile>-<study>/. `gain` judges none of the paper's claims: it is issue 25's study
-# of augmentation's gain against training-set size, mixes and the filter (daug/report/gain.py).
-CLAIM_SETS = {"paper": (1, 2, 3, 4, 5), "overfitting": (4,), "gain": ()}
+# of augmentation's gain against training-set size, mixes and the filter (daug/report/gain.py);
+# `approaches` neither: issue 24's comparison of fine-tuning approaches, judged on the curation
+# notes' own claims (daug/report/approaches.py).
+CLAIM_SETS = {"paper": (1, 2, 3, 4, 5), "overfitting": (4,), "gain": (), "approaches": ()}
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,19 @@ def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(pro
     base = validation_loss(load_model(tiny_model_dir), tokenizer, records, system, 96, 4)
     assert abs(tuned - base) > 1e-3  # the virtual tokens are used
     assert tuned == pytest.approx(prompt_tuned["summary"]["seed-0"]["val_loss_best"], rel=1e-4)  # as in training
+    # The reply-only head on the captured hidden states = cross-entropy of the peft model's own logits.
+    from daug.training.data import encode_records
+    from daug.training.loss import IGNORE
+    nll = tokens = 0.0
+    with torch.no_grad():
+        for e in encode_records(tokenizer, records, system, 96, source="val").examples:
+            ids, labels = torch.tensor([e.input_ids]), torch.tensor([e.labels])
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1]:]
+            keep = labels[0, 1:] != IGNORE
+            nll += torch.nn.functional.cross_entropy(logits[0, :-1][keep].float(), labels[0, 1:][keep],
+                                                     reduction="sum").item()
+            tokens += int(keep.sum())
+    assert tuned == pytest.approx(nll / tokens, rel=1e-4)
     # Without the approach, the fast loss runs the decoder stack alone and would miss them: the base loss.
     skipped = validation_loss(model, tokenizer, records, system, 96, 4)
     assert skipped == pytest.approx(base, rel=1e-5)

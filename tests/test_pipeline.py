@@ -103,6 +103,8 @@ def test_executed_notebooks_read_cleanly(smoke_repo):
             assert defaults["metadata"]["jupyter"]["source_hidden"]
             html = path.with_suffix(".html").read_text(encoding="utf-8")
             assert "celltag_injected-parameters" in html and "celltag_parameters" not in html, path.name
+        bars = re.findall(r"(?m)(?:^|<pre>)\w[\w ]*:\s+\d+%\|", path.with_suffix(".html").read_text(encoding="utf-8"))
+        assert len(bars) <= 12, (path.name, len(bars))  # a progress bar shows its last state, not every refresh
 
 
 def test_the_gain_study_runs_its_sizes_mix_and_filter_into_its_own_report(smoke_repo):

@@ -175,8 +175,8 @@ class ReplyLoss(nn.Module):
     A module (not a function) so DistributedDataParallel can wrap it: DDP syncs gradients of what
     its own forward ran, and we bypass the model's forward to skip the head on prompt positions.
     An approach that changes the forward pass (`approach.changes_forward`: prompt or prefix tuning,
-    whose virtual tokens enter in the peft model's own forward) takes the plain way instead: the
-    whole model's logits, of which the last (input length) positions are the inputs'.
+    whose virtual tokens enter in the peft model's own forward) runs that forward for the hidden
+    states (`_forward_hidden`); the head and the loss are the same for every approach.
     """
 
     def __init__(self, model, approach=None):
@@ -200,14 +200,22 @@ class ReplyLoss(nn.Module):
             x = torch.where((input_ids == trained.index[j])[..., None], row.to(x.dtype), x)
         return x
 
-    def _forward_logits(self, input_ids, attention_mask, labels):
-        """(logits that predict a reply token, those tokens, the reply-token mask) from the model's own
-        forward (virtual tokens included; Gemma's forward applies the logit softcap itself)."""
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        logits = logits[:, -input_ids.shape[1]:]  # prompt tuning prepends its virtual positions
+    def _forward_hidden(self, input_ids, attention_mask, labels):
+        """(hidden states that predict a reply token, those tokens, the reply-token mask) from the
+        model's own forward (virtual tokens included): the decoder's final norm output is captured
+        and the head applied to the last position only (`logits_to_keep=1`), so the reply-only
+        head below scores the replies, as for every other approach (the full head at every
+        position made prompt and prefix tuning ~3x slower, benchmarks/bench_approaches.py)."""
+        captured = []
+        hook = self.body.norm.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        finally:
+            hook.remove()
+        hidden = captured[-1][:, -input_ids.shape[1]:]  # prompt tuning prepends its virtual positions
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        return logits[:, :-1][keep].float(), targets[keep], keep
+        return hidden[:, :-1][keep], targets[keep], keep
 
     def _reply_positions(self, input_ids, attention_mask, labels):
         """(hidden states that predict a reply token, those tokens, the reply-token mask)."""
@@ -236,10 +244,8 @@ class ReplyLoss(nn.Module):
 
     def forward(self, input_ids, attention_mask, labels):
         vocab = of_model(self.model)
-        if self.through_forward:
-            logits, targets, keep = self._forward_logits(input_ids, attention_mask, labels)
-            return F.cross_entropy(*restrict_logits(logits, targets, vocab), reduction="sum"), keep.sum()
-        selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
+        positions = self._forward_hidden if self.through_forward else self._reply_positions
+        selected, targets, keep = positions(input_ids, attention_mask, labels)
         frozen = self._frozen_head()
         if frozen is not None:
             weight, rows, index = frozen
@@ -256,13 +262,8 @@ class ReplyLoss(nn.Module):
         value does not depend on which rows share its batch (up to the forward pass's rounding).
         """
         vocab = of_model(self.model)
-        if self.through_forward:
-            logits, targets, keep = self._forward_logits(input_ids, attention_mask, labels)
-            sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=logits.device)
-            nll = F.cross_entropy(*restrict_logits(logits, targets, vocab), reduction="none")
-            sums.index_add_(0, keep.nonzero()[:, 0], nll.double())
-            return sums, keep.sum(dim=1)
-        selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels)
+        positions = self._forward_hidden if self.through_forward else self._reply_positions
+        selected, targets, keep = positions(input_ids, attention_mask, labels)
         rows = keep.nonzero()[:, 0]  # the row of each selected position, in `selected`'s order
         sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=selected.device)
         frozen = self._frozen_head()
