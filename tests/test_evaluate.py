@@ -69,8 +69,10 @@ def _fp32(smoke_params, seeds=SEEDS):
     return _params(smoke_params, seeds, max_examples=N_GEN, loss_examples=N_LOSS, dtype=None)
 
 
-def _stage(params, layout, tiny_model_dir, out, method=METHOD):
+def _stage(params, layout, tiny_model_dir, out, method=METHOD, train_val=None):
+    """`train_val`: the training stage's validation losses (default: none, so they are computed)."""
     return stage(params, Grid.of(params).run(DATASET, method), base=tiny_model_dir, adapter=layout / "adapters" / DATASET / METHOD,
+                 train_val=train_val or layout / "no-training-stage" / "val.jsonl",
                  test=layout / "data" / DATASET / "test.jsonl", val=layout / "data" / DATASET / "val.jsonl",
                  out_dir=layout / out, timings=layout / out / "timings.json", progress=False)
 
@@ -95,6 +97,7 @@ def fp32_run(layout, tiny_model_dir, smoke_params, tmp_path_factory):
                      "--base", str(tiny_model_dir), "--adapter", str(layout / "adapters" / DATASET / METHOD),
                      "--test", str(layout / "data" / DATASET / "test.jsonl"),
                      "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(layout / "out"),
+                     "--train-val", str(layout / "no-training-stage" / "val.jsonl"),
                      "--timings", str(layout / "out" / "timings.json")])
     assert code == 0
     assert out.getvalue().startswith(f"{DATASET}-{METHOD} seed-0: test_loss ")
@@ -182,6 +185,30 @@ def test_one_seed_alone_gives_the_same_rows_as_beside_another(fp32_run, layout, 
     alone = {k: read_records(f) for k, f in _files(layout, "seed1").items() if k != "metrics"}
     assert alone["losses"] == [r for r in out["losses"] if r["seed"] == 1]
     assert alone["predictions"] == [r for r in out["predictions"] if r["seed"] == 1]
+
+
+def test_a_trained_seeds_validation_loss_is_read_from_the_training_stage_when_its_examples_match(
+        fp32_run, layout, tiny_model_dir, smoke_params, tokenizer):
+    """The training stage measured each seed's validation loss at its best step on the same records:
+    the evaluation reads it (reply-token weighted, as `validation_loss`) instead of computing it
+    again. A seed whose rows are not exactly these examples is computed here, and says so."""
+    from daug.training.data import encode_records
+
+    _, full = fp32_run
+    records = read_records(layout / "data" / DATASET / "val.jsonl")
+    system = smoke_params["datasets"][DATASET]["system_prompt"]
+    examples = encode_records(tokenizer, records, system, smoke_params["evaluate"]["max_length"], source="v").examples
+    rows = [{"seed": 0, "id": e.id, "tokens": t, "loss_best": loss, "loss_final": 9.0}
+            for e, t, loss in zip(examples, [3, 1, 2, 4], [1.0, 2.0, 4.0, 0.5])]
+    rows += [{"seed": 1, "id": e.id, "tokens": 2, "loss_best": 1.0, "loss_final": 1.0} for e in examples[1:]]
+    write_jsonl(layout / "training" / "val.jsonl", rows)
+    metrics = _stage(_fp32(smoke_params), layout, tiny_model_dir, "read-val", train_val=layout / "training" / "val.jsonl")
+    seed0, seed1 = metrics["metrics"]["seed-0"], metrics["metrics"]["seed-1"]
+    assert seed0["val_loss_from"] == "train" and seed0["val_loss"] == pytest.approx((3 + 2 + 8 + 2) / 10)
+    assert seed0["perplexity"] == pytest.approx(math.exp(1.5))
+    assert seed1["val_loss_from"] == "evaluate" and seed1["val_loss"] == full["metrics"]["seed-1"]["val_loss"]
+    assert full["metrics"]["seed-0"]["val_loss_from"] == "evaluate"
+    assert _files(layout, "read-val")["losses"].read_bytes() == _files(layout, "out")["losses"].read_bytes()
 
 
 def test_the_base_model_is_evaluated_like_a_method_with_seed_null(fp32_run, layout, tiny_model_dir, smoke_params):
@@ -297,6 +324,7 @@ def test_generation_for_the_first_seeds_only_keeps_every_seeds_test_loss(fp32_ru
                      "--base", str(tiny_model_dir), "--adapter", str(layout / "adapters" / DATASET / METHOD),
                      "--test", str(layout / "data" / DATASET / "test.jsonl"),
                      "--val", str(layout / "data" / DATASET / "val.jsonl"), "--out", str(layout / "first-seed"),
+                     "--train-val", str(layout / "no-training-stage" / "val.jsonl"),
                      "--timings", str(layout / "first-seed" / "timings.json")]) == 0
     assert "seed-1: test_loss" in out.getvalue() and "no replies (past evaluate.generate_seeds)" in out.getvalue()
     result = {"timings": json.loads((layout / "first-seed" / "timings.json").read_text(encoding="utf-8"))}

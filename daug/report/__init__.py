@@ -82,10 +82,15 @@ def build_report(profile: str, params: dict, out_dir: str | Path, root: str | Pa
 
     from daug.runs import Grid, judged_study
 
-    if (Grid.of(params).studies.get(judged_study(params)) or {}).get("claims") == "gain":
+    claim_set = (Grid.of(params).studies.get(judged_study(params)) or {}).get("claims")
+    if claim_set == "gain":
         from daug.report import gain  # issue 25's study: its own comparisons and sections
 
         return gain.build(profile, params, out_dir, root)
+    if claim_set == "approaches":
+        from daug.report import approaches  # issue 24's study: the curation notes' claims on approaches
+
+        return approaches.build(profile, params, out_dir, root)
     cfg = config(params)
     params = {**params, "profile": profile}
     study = load_study(params, root)

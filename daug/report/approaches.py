@@ -1,0 +1,422 @@
+"""The `approaches` study's report (issue 24; a study that declares `claims: approaches`): fine-tuning
+approaches compared on the same data, budget, schedule and seeds, judged on the claims of the
+curation notes (../shared/seeds/002_*, "Comparison of various language model fine-tuning
+approaches").
+
+Every comparison is on the primary endpoint, per-example test loss (nats per reply token, lower is
+better), X - Y between two approaches trained on the same data (dataset, augmentation method,
+training-set size), paired on test examples and training seeds (daug.stats.seed_paired: the seed
+part of the variance is the approach x seed interaction pooled over every approach of the same
+data), exactly as the paper's claims are. The claims (CLAIMS) name their comparisons and the size
+they are read at (`largest` or `smallest` of the study's sizes); every comparison of every claim,
+on every dataset and augmentation method of the study, is one family (Holm p, Bonferroni intervals
+at 1 - alpha/m), with the paper's claims' alpha and margin (`report.claims`). A comparison that
+two claims share is judged once. Relations and the claim rule are the paper's
+(daug/report/claims.py): `X > Y` (X has the lower loss), `X >= Y` (non-inferiority within the
+margin); a claim is supported when every comparison is, contradicted when any one is.
+
+Beside the verdicts, what the notes call cost and what a user chooses by, measured per approach
+(daug.report.approaches.measures): the learning rate chosen on validation data (daug/tuning.py),
+training tokens per second, time and step of the validation minimum, best validation and test
+loss, the rise after the minimum, degeneration shares and scores of the replies, and the bytes
+stored per character.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from daug import DaugError
+from daug.report.claims import COMBINATION, combine
+from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
+
+LARGEST, SMALLEST = "largest", "smallest"
+
+
+@dataclass(frozen=True)
+class ApproachClaim:
+    key: str
+    text: str
+    size: str  # LARGEST | SMALLEST: the study's size the comparisons are read at
+    comparisons: tuple[tuple[str, str, str], ...]  # (x, ">" | ">=", y): x has the lower loss / is non-inferior
+
+
+# The notes' claims on the primary endpoint. Cost claims (memory, speed) are measured, not judged:
+# the approaches table and benchmarks/bench_approaches.py.
+CLAIMS = (
+    ApproachClaim("full_best", "Full fine-tuning performs best when enough data is available", LARGEST,
+                  tuple(("full", ">", y) for y in ("lora-qv", "lora-all", "dora", "ia3", "adapter", "last-layers",
+                                                   "prompt", "prefix"))),
+    ApproachClaim("full_small_data", "Full fine-tuning risks overfitting on small data (LoRA does better there)",
+                  SMALLEST, (("lora-qv", ">", "full"),)),
+    ApproachClaim("last_layers_adapt_less", "Training only the last layers adapts less than full fine-tuning",
+                  LARGEST, (("full", ">", "last-layers"),)),
+    ApproachClaim("adapter_slight_drop", "Adapter layers lose only slightly against full fine-tuning", LARGEST,
+                  (("adapter", ">=", "full"),)),
+    ApproachClaim("lora_small_data", "LoRA works well with small datasets: at least as good as full fine-tuning",
+                  SMALLEST, (("lora-qv", ">=", "full"),)),
+    ApproachClaim("prompt_worst", "Prompt-based tuning adapts worst to the domain", LARGEST,
+                  tuple((x, ">", y) for y in ("prompt", "prefix") for x in
+                        ("full", "lora-qv", "lora-all", "dora", "ia3", "adapter", "last-layers"))),
+)
+
+
+def study_runs(params: dict) -> tuple[str, list]:
+    from daug.runs import Grid, judged_study
+
+    name = judged_study(params)
+    return name, Grid.of(params).study_runs(name)
+
+
+def ordered_sizes(sizes: list, params: dict) -> list:
+    """The study's sizes, smallest first; None (the profile's augment.max_records) placed by its value."""
+    default = (params.get("augment") or {}).get("max_records")
+    return sorted(dict.fromkeys(sizes), key=lambda s: (s if s is not None else (default or float("inf"))))
+
+
+def load_losses(paths, runs) -> tuple[dict, list[str]]:
+    """{(dataset, method, size): {approach: (seeds, examples) losses}} and the missing files."""
+    from daug.report.load import load_per_example, matrix
+
+    values: dict = {}
+    ids: dict = {}
+    missing = []
+    for run in runs:
+        path = paths.test_losses(run)
+        if not path.exists():
+            missing.append(str(path))
+            continue
+        key = (run.dataset, run.method, run.size)
+        frame = load_per_example(path, run.method, ("tokens", "loss"))
+        ids[key], values.setdefault(key, {})[run.approach] = matrix(frame, "loss", str(path), ids.get(key))
+    return values, missing
+
+
+def claim_pairs(sizes: list) -> dict:
+    """{size: [(x, y)]}: the distinct comparisons the claims read at each of the study's sizes."""
+    at = {LARGEST: sizes[-1], SMALLEST: sizes[0]}
+    out: dict = {}
+    for claim in CLAIMS:
+        for x, _, y in claim.comparisons:
+            pairs = out.setdefault(at[claim.size], [])
+            if (x, y) not in pairs:
+                pairs.append((x, y))
+    return out
+
+
+def comparisons(values: dict, sizes: list, alpha: float, power: float) -> pd.DataFrame:
+    """One row per distinct comparison of the claims, per dataset and method: seed-paired, one family."""
+    from daug import stats
+
+    wanted = claim_pairs(sizes)
+    family = {}
+    for (ds, method, size), vals in values.items():
+        pairs = [(x, y) for x, y in wanted.get(size, []) if x in vals and y in vals]
+        if not pairs:
+            continue
+        seeds = {v.shape[0] for v in vals.values()}
+        if len(seeds) != 1:
+            raise DaugError(f"report: {ds}-{method} at size {size}: the approaches have different numbers of "
+                            f"training seeds ({sorted(seeds)}); pairing needs the same seeds in every approach")
+        if seeds.pop() >= 2:
+            diffs = stats.seed_paired(vals, pairs)
+        else:
+            diffs = {(x, y): stats.two_level_bootstrap(vals[x], vals[y], n_resamples=2000, seed=0) for x, y in pairs}
+        family.update({(ds, method, size, x, y): d for (x, y), d in diffs.items()})
+    compared = stats.compare_family(family, alpha=alpha, power=power)
+    rows = [{"dataset": ds, "method": method, "size": size, "x": x, "y": y, "comparison": f"{x} - {y}",
+             "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "half_width": c.half_width,
+             "level": c.level, "p_holm": c.p_holm, "mde": c.mde, "seeds": c.n_seeds_a, "n": c.n, "m": len(compared)}
+            for (ds, method, size, x, y), c in compared.items()]
+    frame = pd.DataFrame(rows)
+    if rows:  # None (the profile's size) must stay None, not become NaN
+        frame["size"] = pd.Series([r["size"] for r in rows], dtype=object)
+    return frame
+
+
+NOT_IN_STUDY = "not in this study"
+
+
+def judge(rows: pd.DataFrame, sizes: list, margin: float, approaches: list[str],
+          groups: list[tuple[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one verdict per claim and (dataset, method) of `groups`, the evidence rows: one per comparison
+    and claim). A comparison of an approach the study does not train is left out; a claim left with
+    none is `not in this study`."""
+    from daug import stats
+
+    at = {LARGEST: sizes[-1], SMALLEST: sizes[0]}
+    evidence, verdicts = [], []
+    for ds, method in groups:
+        for claim in CLAIMS:
+            size = at[claim.size]
+            outcomes = []
+            present = [(x, r, y) for x, r, y in claim.comparisons if x in approaches and y in approaches]
+            if not present:
+                verdicts.append({"claim": claim.key, "text": claim.text, "dataset": ds, "method": method,
+                                 "size": size, "verdict": NOT_IN_STUDY})
+                continue
+            for x, relation, y in present:
+                hit = rows[(rows.dataset == ds) & (rows.method == method) & (rows.x == x) & (rows.y == y)
+                           & rows["size"].map(lambda s, want=size: s == want)] if len(rows) else rows
+                if hit.empty:
+                    outcome, r = INCONCLUSIVE, None
+                else:
+                    r = hit.iloc[0]
+                    outcome = stats.verdict(relation, r.ci_low, r.ci_high, higher_is_better=False, margin=margin)
+                outcomes.append(outcome)
+                evidence.append({"claim": claim.key, "dataset": ds, "method": method, "size": size,
+                                 "comparison": f"{x} {relation} {y}", "diff": None if r is None else r["diff"],
+                                 "ci_low": None if r is None else r.ci_low, "ci_high": None if r is None else r.ci_high,
+                                 "p_holm": None if r is None else r.p_holm, "verdict": outcome})
+            verdicts.append({"claim": claim.key, "text": claim.text, "dataset": ds, "method": method, "size": size,
+                             "verdict": combine(outcomes)})
+    return (pd.DataFrame(verdicts, columns=["claim", "text", "dataset", "method", "size", "verdict"]),
+            pd.DataFrame(evidence, columns=["claim", "dataset", "method", "size", "comparison", "diff", "ci_low",
+                                            "ci_high", "p_holm", "verdict"]))
+
+
+def _folder_bytes(folder: Path) -> int | None:
+    files = [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+    return sum(f.stat().st_size for f in files) if files else None
+
+
+def measures(paths, runs) -> pd.DataFrame:
+    """Per run (mean over its seeds): learning rate, tokens/s, seconds and step of the validation
+    minimum, best validation and test loss, the rise after the minimum, degeneration shares and
+    chrF of the generated replies, bytes stored per character (one seed's weights)."""
+    from daug.paths import seed_dir
+
+    rows = []
+    for run in runs:
+        def read(path):
+            return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        train, ev, times = read(paths.train_metrics(run)), read(paths.eval_metrics(run)), read(paths.timings("train", run))
+        seeds = [k for k in train if k.startswith("seed-")]
+        mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
+        rise = None
+        if paths.val_losses(run).exists():
+            vals = pd.read_json(paths.val_losses(run), lines=True)
+            weighted = vals.assign(best=vals.loss_best * vals.tokens, final=vals.loss_final * vals.tokens)
+            per_seed = weighted.groupby("seed")[["best", "final", "tokens"]].sum()
+            rise = mean(list((per_seed.final - per_seed.best) / per_seed.tokens))
+        generated = [m for m in ev.values() if isinstance(m, dict) and m.get("generated")]
+        first = paths.adapters(run) / seed_dir(int(train[seeds[0]]["seed"])) if seeds else None
+        rows.append({
+            "run": run.name, "approach": run.approach, "method": run.method, "size": run.size,
+            "learning rate": train[seeds[0]].get("learning_rate") if seeds else None,
+            "tokens/s": mean([times[s]["tokens_per_second"] for s in seeds if s in times]),
+            "seconds per seed": mean([times[s]["seconds"] for s in seeds if s in times]),
+            "best step": mean([train[s]["best_step"] for s in seeds]),
+            "best val loss": mean([train[s]["val_loss_best"] for s in seeds]),
+            "val rise after best": rise,
+            "test loss": mean([m["test_loss"] for m in ev.values() if isinstance(m, dict) and "test_loss" in m]),
+            "chrF": mean([m["chrf"]["score"] for m in generated]),
+            "loops": mean([m["degeneration"]["share"]["loops"] for m in generated]),
+            "at limit": mean([m["degeneration"]["share"]["at_limit"] for m in generated]),
+            "MB stored": (_folder_bytes(first) or 0) / 2**20 if first is not None else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def tuning_table(params: dict, root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The learning-rate grid (daug/tuning.py) and the approaches whose params rate is not its choice."""
+    from daug.runs import Grid, train_params
+
+    path = _tuning_path(params, root)
+    if not path.exists():
+        return pd.DataFrame(), [f"{path}: no learning-rate grid (python -m daug.tuning)"]
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    frame = pd.DataFrame(doc["rows"])
+    notes = []
+    for name, c in doc["chosen"].items():
+        if name not in (params.get("approaches") or {}):
+            continue
+        used = train_params(params, Grid.of(params).run(doc["dataset"], doc["method"], name))["learning_rate"]
+        if c["learning_rate"] is not None and not np.isclose(used, c["learning_rate"]):
+            notes.append(f"{name}: params train it at {used:g}, the grid chose {c['learning_rate']:g}")
+        if c["at_edge"]:
+            notes.append(f"{name}: the chosen rate {c['learning_rate']:g} is at the edge of the grid")
+    frame["chosen"] = [doc["chosen"].get(r.approach, {}).get("learning_rate") == r.learning_rate
+                       for r in frame.itertuples()]
+    return frame, notes
+
+
+def _tuning_path(params: dict, root: Path) -> Path:
+    """daug.tuning.learning_rates_file, below `root`."""
+    from daug.params import PARAMS_DIR
+    from daug.tuning import learning_rates_file
+
+    return learning_rates_file(params, Path(root) / PARAMS_DIR)
+
+
+def curves_figure(paths, runs, params: dict):
+    """Training loss (mean over seeds) against step, one line per approach, one panel per data
+    (method, size); validation evaluations as markers."""
+    import matplotlib
+
+    from daug.report.figures import RC, ascii_label, method_colors, new_figure
+
+    panels = list(dict.fromkeys((r.dataset, r.method, r.size) for r in runs))
+    approaches = list(dict.fromkeys(r.approach for r in runs))
+    colors = method_colors(approaches)
+    with matplotlib.rc_context(RC):
+        fig = new_figure(min(4.2 * len(panels), 13), 3.4)
+        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+        for ax, (ds, method, size) in zip(axes, panels):
+            for run in runs:
+                if (run.dataset, run.method, run.size) != (ds, method, size) or not paths.train_curve(run).exists():
+                    continue
+                log = pd.read_csv(paths.train_curve(run))
+                for split, style in (("train", "-"), ("val", "o")):
+                    mean = log[log.split == split].groupby("step")["loss"].mean()
+                    ax.plot(mean.index, mean.values, style, color=colors[run.approach], linewidth=1.1, markersize=4,
+                            label=ascii_label(run.approach) if split == "train" else None)
+            ax.set_title(f"{ascii_label(ds)}, {method}, size {size_label(size, params)}", fontsize=8)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("loss per reply token (mean of seeds)")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=7)
+    return fig
+
+
+def size_label(size, params: dict) -> str:
+    from daug.report.gain import size_label as label
+
+    return label(size, params)
+
+
+def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = "."):
+    """Write the approaches study's study.html, study.md and figures/; returns a daug.report.Report."""
+    import shutil
+
+    from daug.io import atomic_write_text
+    from daug.paths import Paths
+    from daug.report import Report, _Writer, config
+    from daug.report import provenance as P
+    from daug.report import tables as T
+    from daug.report.render import Doc
+
+    cfg = config(params)
+    c = cfg["claims"]
+    params = {**params, "profile": profile}
+    root = Path(root)
+    paths = Paths(profile, root)
+    name, runs = study_runs(params)
+    datasets = list(dict.fromkeys(r.dataset for r in runs))
+    methods = list(dict.fromkeys(r.method for r in runs))
+    approaches = list(dict.fromkeys(r.approach for r in runs))
+    sizes = ordered_sizes([r.size for r in runs], params)
+    values, missing = load_losses(paths, runs)
+    if missing and cfg["strict"]:
+        raise DaugError(f"report: missing stage output(s): {', '.join(missing[:3])}"
+                        f"{f' (and {len(missing) - 3} more)' if len(missing) > 3 else ''}; run `dvc repro` first")
+    rows = comparisons(values, sizes, c["alpha"], c["power"])
+    groups = list(dict.fromkeys((r.dataset, r.method) for r in runs))
+    verdicts, evidence = judge(rows, sizes, c["margin"], approaches, groups)
+    half = judge(rows, sizes, c["margin"] / 2, approaches, groups)[0]
+    grid_rows, tuning_notes = tuning_table(params, root)
+    measured = measures(paths, runs)
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    w = _Writer(Doc(f"Fine-tuning approaches compared: study report ({profile} profile, study {name})"), fig_dir,
+                tuple(cfg["formats"]))
+    level = rows.level.iloc[0] if len(rows) else 1 - c["alpha"]
+    seeds = sorted({int(v.shape[0]) for d in values.values() for v in d.values()})
+    examples = sorted({int(v.shape[1]) for d in values.values() for v in d.values()})
+    w.doc.heading("Summary")
+    lines = [f"What was run: study {name} of the {profile} profile: approaches {', '.join(approaches)} on "
+             f"{', '.join(datasets)}, data {', '.join(methods)} at training-set sizes "
+             f"{', '.join(size_label(s, params) for s in sizes)}; {'/'.join(map(str, seeds)) or '?'} training seeds "
+             f"per run, {'/'.join(map(str, examples)) or '?'} test examples; the same steps, schedule and seeds for "
+             "every approach, each at its learning rate chosen on validation data."]
+    for v in verdicts.itertuples():
+        if v.verdict == NOT_IN_STUDY:
+            continue
+        ev = evidence[(evidence.claim == v.claim) & (evidence.dataset == v.dataset) & (evidence.method == v.method)]
+        decided = ev[ev.verdict != INCONCLUSIVE]
+        shown = decided if len(decided) else ev.head(1)
+        detail = "; ".join(f"{e.comparison}: {T.signed(e['diff'])} {T.interval(e.ci_low, e.ci_high)} ({e.verdict})"
+                           for _, e in shown.iterrows() if e["diff"] is not None and e["diff"] == e["diff"])
+        lines.append(f"{v.text} ({v.dataset}, {v.method}, size {size_label(v.size, params)}): **{v.verdict}**"
+                     + (f" - {detail}" if detail else ""))
+    lines.append(f"How it is judged: {len(rows)} distinct comparisons, one family: Bonferroni intervals at "
+                 f"{level:.2%}, Holm p; seed-paired, the seed variance pooled over the approaches of the same data; "
+                 f"margin +/-{c['margin']:g} nats/token ({c.get('rationale') or 'report.claims.margin'}). "
+                 f"Claim rule: {COMBINATION}.")
+    lines.append("What this profile cannot show: the notes' models and data sizes (a 270M model, at most "
+                 f"{(params.get('augment') or {}).get('max_records')} training dialogues), overfitting late in long "
+                 "training (every run follows the same short schedule).")
+    w.doc.bullets(lines)
+    if len(verdicts):
+        table = verdicts.assign(size=[size_label(s, params) for s in verdicts["size"]],
+                                **{"at half the margin": half.verdict.values})
+        w.doc.table(table[["text", "dataset", "method", "size", "verdict", "at half the margin"]].rename(
+            columns={"text": "claim"}), f"The notes' claims on per-example test loss (lower is better); verdicts at "
+            f"the margin {c['margin']:g} and at half of it.", fold=False)
+    w.doc.contents()
+    w.doc.heading("Approaches side by side")
+    shown = measured.copy()
+    shown["size"] = [size_label(s, params) for s in shown["size"]]
+    for col, fmt in (("learning rate", "{:g}"), ("tokens/s", "{:.0f}"), ("seconds per seed", "{:.0f}"),
+                     ("best step", "{:.0f}"), ("best val loss", "{:.4f}"), ("val rise after best", "{:+.4f}"),
+                     ("test loss", "{:.4f}"), ("chrF", "{:.1f}"), ("loops", "{:.0%}"), ("at limit", "{:.0%}"),
+                     ("MB stored", "{:.2f}")):
+        shown[col] = [fmt.format(v) if v is not None and v == v else "–" for v in shown[col]]
+    w.doc.table(shown.drop(columns=["run"]), "Per run, mean over its training seeds: the learning rate (chosen on "
+                "validation data), real training tokens per second, seconds per seed (training and its validations), "
+                "the step of the best validation loss, that loss, its rise to the last evaluation, the test loss, "
+                "sentence chrF and degeneration shares of the replies (first seeds), megabytes stored per character "
+                "(one seed's weights: a peft adapter, or a whole checkpoint for full and last-layers training). Peak "
+                "memory: benchmarks/bench_approaches.py.", fold=False)
+    w.figure("approach-curves", curves_figure(paths, runs, params),
+             "Training loss (lines, mean over seeds) and validation loss (dots) per approach.")
+    w.doc.heading("Claims and their comparisons")
+    if len(evidence):
+        ev = evidence.copy()
+        ev["size"] = [size_label(s, params) for s in ev["size"]]
+        ev["difference"] = [T.signed(v) if v is not None and v == v else "–" for v in ev["diff"]]
+        ev["interval"] = [T.interval(lo, hi) if lo is not None and lo == lo else "–"
+                          for lo, hi in zip(ev.ci_low, ev.ci_high)]
+        ev["p_holm"] = [f"{p:.3g}" if p is not None and p == p else "–" for p in ev.p_holm]
+        w.doc.table(ev[["claim", "dataset", "method", "size", "comparison", "difference", "interval", "p_holm",
+                        "verdict"]], f"Every comparison of every claim (X - Y, nats/token; corrected intervals at "
+                    f"{level:.2%} over {len(rows)} comparisons).", fold=False)
+    else:
+        w.doc.paragraph("No comparison could be made (outputs missing).")
+    w.doc.heading("Learning rates chosen on validation data")
+    if grid_rows.empty:
+        w.doc.paragraph("No learning-rate grid was run for this profile (python -m daug.tuning).")
+    else:
+        from daug.tuning import RULE
+
+        w.doc.table(grid_rows, f"The grid (daug/tuning.py; one seed each): {RULE}.", fold=False)
+    if tuning_notes:
+        w.doc.bullets(tuning_notes)
+    w.doc.heading("Provenance")
+    w.doc.keyvalue({"git commit": P.git_commit(root), "params hash": P.params_hash(params),
+                    "base model": P.base_model(params), "machine": P.machine()})
+    w.doc.heading("Glossary")
+    w.doc.keyvalue({"lora-qv": "LoRA on the attention query and value projections (the paper's)",
+                    "lora-all": "LoRA on every linear layer of the decoder blocks",
+                    "dora": "weight-decomposed LoRA (a trained magnitude beside LoRA's direction)",
+                    "ia3": "learned rescaling of keys, values and the MLP's down projection",
+                    "prompt": "prompt tuning: trained virtual token embeddings before the input",
+                    "prefix": "prefix tuning: trained key/value prefixes in every layer",
+                    "adapter": "Houlsby bottleneck adapters after attention and the MLP",
+                    "last-layers": "the last decoder layers and the final norm trained, the rest frozen",
+                    "full": "every weight trained, the tied embedding and head included",
+                    "margin": f"+/-{c['margin']:g} nats/token: within it a difference counts as equivalent"})
+    if missing:
+        w.doc.heading("Missing outputs")
+        w.doc.bullets(missing)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = out_dir / "study.html", out_dir / "study.md"
+    atomic_write_text(html_path, w.doc.to_html())
+    atomic_write_text(md_path, w.doc.to_markdown(out_dir))
+    return Report(html_path, md_path, w.figures, verdicts, evidence, pd.DataFrame(), rows, None)

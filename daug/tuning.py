@@ -1,0 +1,152 @@
+"""Learning rates per fine-tuning approach, chosen on the validation split by one rule (issue 24).
+
+Approaches need different learning rates (peft's own method comparison tuned them per method:
+full fine-tuning 1e-5, LoRA/DoRA 1e-4, IA3 1e-3, prompt tuning 1e-3, prefix tuning up to 5e-3).
+The grid: each approach's reference rate (params `tuning.reference`) times each of
+`tuning.factors`, one training seed (`tuning.seed`) of one run per approach (`tuning.dataset`,
+`tuning.method`, the profile's size and schedule), trained exactly as the train stage trains it.
+The rule, the same for every approach: the rate with the lowest best validation loss (the train
+stage's, on `train.val_examples` validation records); a rate at the edge of the grid is flagged,
+since a better one may lie beyond it. The test split is never read.
+
+    python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]
+
+trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/, so a
+killed grid resumes), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
+chosen rate per approach, the rule) and prints the `approaches:` lines for the profile's params file, where the study reads them (`approaches.<name>.learning_rate`). The report
+shows the grid and flags an approach whose params rate is not the grid's choice
+(daug/report/approaches.py).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+from daug import DaugError
+
+RULE = ("the rate with the lowest best validation loss (one seed, the run's full schedule); "
+        "a choice at the edge of the grid is flagged")
+
+
+def config(params: dict) -> dict:
+    """params `tuning`, checked: a reference rate for each approach named, factors > 0."""
+    from daug.params import section
+
+    cfg = dict(section(params, "tuning"))
+    reference = cfg.get("reference") or {}
+    approaches = params.get("approaches") or {}
+    unknown = sorted(set(reference) - set(approaches))
+    if unknown:
+        raise DaugError(f"params tuning.reference.{unknown[0]}: not an approach of params `approaches` "
+                        f"({', '.join(approaches)})")
+    for name, rate in reference.items():
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
+            raise DaugError(f"params tuning.reference.{name}: {rate!r}; expected a learning rate > 0")
+    factors = cfg.get("factors")
+    if not isinstance(factors, list) or len(factors) < 2 or not all(
+            isinstance(f, (int, float)) and f > 0 for f in factors) or sorted(factors) != factors:
+        raise DaugError(f"params tuning.factors: {factors!r}; expected at least 2 increasing numbers > 0")
+    return cfg
+
+
+def learning_rates_file(params: dict, params_dir: Path | None = None) -> Path:
+    """params/tuning/<profile>.json: the evidence for the profile's `approaches.<name>.learning_rate`,
+    versioned beside the params it justifies (the report stage declares the folder)."""
+    from daug.params import PARAMS_DIR, profile_name
+
+    return Path(params_dir or PARAMS_DIR) / "tuning" / f"{profile_name(params)}.json"
+
+
+def rate(reference: float, factor: float) -> float:
+    return float(f"{reference * factor:.3g}")  # 3.33e-4, not 0.00033333333333333332
+
+
+def choose(rows: list[dict], factors: list[float]) -> dict:
+    """{approach: {"learning_rate", "factor", "val_loss", "at_edge"}}: the rule above, per approach.
+    A row without a finite loss (a run that diverged) is never chosen."""
+    chosen = {}
+    for approach in dict.fromkeys(r["approach"] for r in rows):
+        mine = [r for r in rows if r["approach"] == approach and r["val_loss"] is not None
+                and math.isfinite(r["val_loss"])]
+        if not mine:
+            chosen[approach] = {"learning_rate": None, "factor": None, "val_loss": None, "at_edge": None}
+            continue
+        best = min(mine, key=lambda r: (r["val_loss"], r["factor"]))  # a tie: the smaller rate
+        chosen[approach] = {"learning_rate": best["learning_rate"], "factor": best["factor"],
+                            "val_loss": best["val_loss"], "at_edge": best["factor"] in (factors[0], factors[-1])}
+    return chosen
+
+
+def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None = None) -> dict:
+    """Train the grid (see the module's doc); returns the document `learning_rates_file` holds."""
+    from daug import train
+    from daug.paths import Paths
+    from daug.runs import Grid
+
+    cfg = config(params)
+    names = approaches or list(cfg["reference"])
+    missing = [a for a in names if a not in cfg["reference"]]
+    if missing:
+        raise DaugError(f"approach {missing[0]!r}: no reference rate in params tuning.reference "
+                        f"({', '.join(cfg['reference'])})")
+    paths = Paths.of(params)
+    scratch = scratch or paths.root / "runs" / paths.profile / "tuning"
+    rows = []
+    for approach in names:
+        for factor in cfg["factors"]:
+            lr = rate(cfg["reference"][approach], factor)
+            p = copy.deepcopy(params)
+            p["approaches"][approach] = {**(p["approaches"][approach] or {}), "learning_rate": lr}
+            p["train"] = {**p["train"], "seeds": [cfg["seed"]], "seeds_by_dataset": None, "learning_rate_scale": 1.0}
+            run = Grid.of(p).run(cfg["dataset"], cfg["method"], approach)
+            folder = scratch / f"{approach}-lr{lr:g}"
+            print(f"tuning {approach}: learning rate {lr:g} ({factor:g} x {cfg['reference'][approach]:g})", flush=True)
+            start = time.perf_counter()
+            result = train.stage(p, run, out=folder / "weights", runs=folder / "checkpoints",
+                                 report_csv=folder / "loss.csv", report_json=folder / "summary.json",
+                                 report_val=folder / "val.jsonl", report_timings=folder / "timings.json")
+            summary = result[f"seed-{cfg['seed']}"]
+            rows.append({"approach": approach, "reference": cfg["reference"][approach], "factor": factor,
+                         "learning_rate": lr, "val_loss": summary["val_loss_best"],
+                         "val_loss_initial": summary["val_loss_initial"], "best_step": summary["best_step"],
+                         "seconds": round(time.perf_counter() - start, 1)})
+    return {"rule": RULE, "dataset": cfg["dataset"], "method": cfg["method"], "seed": cfg["seed"],
+            "factors": cfg["factors"], "rows": rows, "chosen": choose(rows, cfg["factors"])}
+
+
+def params_lines(doc: dict) -> str:
+    """The `approaches.<name>.learning_rate` values to put in the profile's params file."""
+    return "\n".join(f"  {name}: {{learning_rate: {c['learning_rate']:g}}}  # tuning: x{c['factor']:g}"
+                     f"{' (edge of the grid)' if c['at_edge'] else ''}, best val {c['val_loss']:.4f}"
+                     for name, c in doc["chosen"].items() if c["learning_rate"] is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from daug.io import write_json
+    from daug.params import load
+
+    parser = argparse.ArgumentParser(prog="python -m daug.tuning", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--approaches", help="comma-separated (default: every approach of tuning.reference)")
+    args = parser.parse_args(argv)
+    try:
+        params = load(args.params)
+        doc = grid(params, args.approaches.split(",") if args.approaches else None)
+    except DaugError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = learning_rates_file(params)
+    write_json(out, doc)
+    for r in doc["rows"]:
+        print(f"{r['approach']:<12} lr {r['learning_rate']:<8g} best val {r['val_loss']:.4f} (step {r['best_step']}), "
+              f"{r['seconds']} s")
+    print(f"wrote {out}; for the params file (approaches):\n{params_lines(doc)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
