@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -38,7 +39,7 @@ def config(params: dict) -> dict:
 
     cfg = dict(section(params, "tuning"))
     reference = cfg.get("reference") or {}
-    approaches = params.get("approaches") or {}
+    approaches = section(params, "approaches")
     unknown = sorted(set(reference) - set(approaches))
     if unknown:
         raise DaugError(f"params tuning.reference.{unknown[0]}: not an approach of params `approaches` "
@@ -81,9 +82,13 @@ def choose(rows: list[dict], factors: list[float]) -> dict:
     return chosen
 
 
-def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None = None) -> dict:
-    """Train the grid (see the module's doc); returns the document `learning_rates_file` holds."""
+def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None = None,
+         inputs: dict | None = None, out: Path | None = None) -> dict:
+    """Train the grid (see the module's doc); returns the document `learning_rates_file` holds,
+    written to `out` after every row (a killed grid keeps what it measured). `inputs`: the train
+    stage's `data`, `val` and `base` paths when not the profile's (daug/paths.py)."""
     from daug import train
+    from daug.io import write_json
     from daug.paths import Paths
     from daug.runs import Grid
 
@@ -95,7 +100,10 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
                         f"({', '.join(cfg['reference'])})")
     paths = Paths.of(params)
     scratch = scratch or paths.root / "runs" / paths.profile / "tuning"
-    rows = []
+    # another approach's rows of an earlier grid stay (`--approaches` re-runs some)
+    kept = [r for r in json.loads(out.read_text(encoding="utf-8"))["rows"] if r["approach"] not in names] \
+        if out is not None and out.exists() else []
+    rows = list(kept)
     for approach in names:
         for factor in cfg["factors"]:
             lr = rate(cfg["reference"][approach], factor)
@@ -108,12 +116,19 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
             start = time.perf_counter()
             result = train.stage(p, run, out=folder / "weights", runs=folder / "checkpoints",
                                  report_csv=folder / "loss.csv", report_json=folder / "summary.json",
-                                 report_val=folder / "val.jsonl", report_timings=folder / "timings.json")
+                                 report_val=folder / "val.jsonl", report_timings=folder / "timings.json",
+                                 **(inputs or {}))
             summary = result[f"seed-{cfg['seed']}"]
             rows.append({"approach": approach, "reference": cfg["reference"][approach], "factor": factor,
                          "learning_rate": lr, "val_loss": summary["val_loss_best"],
                          "val_loss_initial": summary["val_loss_initial"], "best_step": summary["best_step"],
                          "seconds": round(time.perf_counter() - start, 1)})
+            if out is not None:
+                write_json(out, document(cfg, rows))
+    return document(cfg, rows)
+
+
+def document(cfg: dict, rows: list[dict]) -> dict:
     return {"rule": RULE, "dataset": cfg["dataset"], "method": cfg["method"], "seed": cfg["seed"],
             "factors": cfg["factors"], "rows": rows, "chosen": choose(rows, cfg["factors"])}
 
@@ -135,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load(args.params)
-        doc = grid(params, args.approaches.split(",") if args.approaches else None)
+        out = learning_rates_file(params)
+        doc = grid(params, args.approaches.split(",") if args.approaches else None, out=out)
     except DaugError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = learning_rates_file(params)
     write_json(out, doc)
     for r in doc["rows"]:
         print(f"{r['approach']:<12} lr {r['learning_rate']:<8g} best val {r['val_loss']:.4f} (step {r['best_step']}), "
