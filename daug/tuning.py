@@ -9,7 +9,7 @@ The rule, the same for every approach: the rate with the lowest best validation 
 stage's, on `train.val_examples` validation records); a rate at the edge of the grid is flagged,
 since a better one may lie beyond it. The test split is never read.
 
-    python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]
+    python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]   (default: the `approaches` study's)
 
 trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/, so a
 killed grid resumes), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from daug import DaugError
 
+STUDY = "approaches"  # the study whose approaches the grid tunes by default
 RULE = ("the rate with the lowest best validation loss (one seed, the run's full schedule); "
         "a choice at the edge of the grid is flagged")
 
@@ -62,6 +63,14 @@ def learning_rates_file(params: dict, params_dir: Path | None = None) -> Path:
     return Path(params_dir or PARAMS_DIR) / "tuning" / f"{profile_name(params)}.json"
 
 
+def study_approaches(params: dict, study: str = STUDY) -> list[str]:
+    """The approaches the study `study` trains (none when params define no such study)."""
+    from daug.runs import Grid
+
+    grid = Grid.of(params)
+    return list(dict.fromkeys(r.approach for r in grid.study_runs(study))) if study in grid.studies else []
+
+
 def rate(reference: float, factor: float) -> float:
     return float(f"{reference * factor:.3g}")  # 3.33e-4, not 0.00033333333333333332
 
@@ -93,11 +102,16 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
     from daug.runs import Grid
 
     cfg = config(params)
-    names = approaches or list(cfg["reference"])
+    names = approaches or study_approaches(params) or list(cfg["reference"])
     missing = [a for a in names if a not in cfg["reference"]]
     if missing:
         raise DaugError(f"approach {missing[0]!r}: no reference rate in params tuning.reference "
                         f"({', '.join(cfg['reference'])})")
+    from daug.approaches import from_params as approach_of
+
+    rows_trained = list(params["train"].get("trainable_tokens") or [])
+    for name in names:  # an approach that cannot train the end-of-turn row fails before any work
+        approach_of(params, name).check_token_rows(rows_trained)
     paths = Paths.of(params)
     scratch = scratch or paths.root / "runs" / paths.profile / "tuning"
     # another approach's rows of an earlier grid stay (`--approaches` re-runs some)
@@ -146,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m daug.tuning", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--approaches", help="comma-separated (default: every approach of tuning.reference)")
+    parser.add_argument("--approaches", help=f"comma-separated (default: those of the study {STUDY!r}, else every "
+                                             "approach of tuning.reference)")
     args = parser.parse_args(argv)
     try:
         params = load(args.params)

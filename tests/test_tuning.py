@@ -45,6 +45,14 @@ def test_a_grid_setting_that_cannot_work_is_named():
         config({**params, "tuning": {"reference": {"lora-qv": 1e-3}, "factors": [3, 1]}})
 
 
+def test_an_approach_that_cannot_train_the_end_of_turn_row_fails_before_any_work(smoke_params, tmp_path):
+    params = copy.deepcopy(smoke_params)
+    params["train"]["trainable_tokens"] = ["<end_of_turn>"]
+    with pytest.raises(DaugError, match="approach 'ia3' cannot train token rows"):
+        grid(params, ["lora-qv", "ia3"], scratch=tmp_path / "scratch", out=tmp_path / "grid.json")
+    assert not (tmp_path / "scratch").exists() and not (tmp_path / "grid.json").exists()
+
+
 def test_the_cpu_profile_has_a_reference_rate_for_every_approach_of_its_study():
     from daug.params import resolve
     from daug.runs import Grid
