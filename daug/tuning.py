@@ -9,7 +9,7 @@ The rule, the same for every approach: the rate with the lowest best validation 
 stage's, on `train.val_examples` validation records); a rate at the edge of the grid is flagged,
 since a better one may lie beyond it. The test split is never read.
 
-    python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]
+    python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]   (default: the `approaches` study's)
 
 trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/, so a
 killed grid resumes), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from daug import DaugError
 
+STUDY = "approaches"  # the study whose approaches the grid tunes by default
 RULE = ("the rate with the lowest best validation loss (one seed, the run's full schedule); "
         "a choice at the edge of the grid is flagged")
 
@@ -38,7 +40,7 @@ def config(params: dict) -> dict:
 
     cfg = dict(section(params, "tuning"))
     reference = cfg.get("reference") or {}
-    approaches = params.get("approaches") or {}
+    approaches = section(params, "approaches")
     unknown = sorted(set(reference) - set(approaches))
     if unknown:
         raise DaugError(f"params tuning.reference.{unknown[0]}: not an approach of params `approaches` "
@@ -61,6 +63,14 @@ def learning_rates_file(params: dict, params_dir: Path | None = None) -> Path:
     return Path(params_dir or PARAMS_DIR) / "tuning" / f"{profile_name(params)}.json"
 
 
+def study_approaches(params: dict, study: str = STUDY) -> list[str]:
+    """The approaches the study `study` trains (none when params define no such study)."""
+    from daug.runs import Grid
+
+    grid = Grid.of(params)
+    return list(dict.fromkeys(r.approach for r in grid.study_runs(study))) if study in grid.studies else []
+
+
 def rate(reference: float, factor: float) -> float:
     return float(f"{reference * factor:.3g}")  # 3.33e-4, not 0.00033333333333333332
 
@@ -81,21 +91,33 @@ def choose(rows: list[dict], factors: list[float]) -> dict:
     return chosen
 
 
-def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None = None) -> dict:
-    """Train the grid (see the module's doc); returns the document `learning_rates_file` holds."""
+def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None = None,
+         inputs: dict | None = None, out: Path | None = None) -> dict:
+    """Train the grid (see the module's doc); returns the document `learning_rates_file` holds,
+    written to `out` after every row (a killed grid keeps what it measured). `inputs`: the train
+    stage's `data`, `val` and `base` paths when not the profile's (daug/paths.py)."""
     from daug import train
+    from daug.io import write_json
     from daug.paths import Paths
     from daug.runs import Grid
 
     cfg = config(params)
-    names = approaches or list(cfg["reference"])
+    names = approaches or study_approaches(params) or list(cfg["reference"])
     missing = [a for a in names if a not in cfg["reference"]]
     if missing:
         raise DaugError(f"approach {missing[0]!r}: no reference rate in params tuning.reference "
                         f"({', '.join(cfg['reference'])})")
+    from daug.approaches import from_params as approach_of
+
+    rows_trained = list(params["train"].get("trainable_tokens") or [])
+    for name in names:  # an approach that cannot train the end-of-turn row fails before any work
+        approach_of(params, name).check_token_rows(rows_trained)
     paths = Paths.of(params)
     scratch = scratch or paths.root / "runs" / paths.profile / "tuning"
-    rows = []
+    # another approach's rows of an earlier grid stay (`--approaches` re-runs some)
+    kept = [r for r in json.loads(out.read_text(encoding="utf-8"))["rows"] if r["approach"] not in names] \
+        if out is not None and out.exists() else []
+    rows = list(kept)
     for approach in names:
         for factor in cfg["factors"]:
             lr = rate(cfg["reference"][approach], factor)
@@ -108,12 +130,19 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
             start = time.perf_counter()
             result = train.stage(p, run, out=folder / "weights", runs=folder / "checkpoints",
                                  report_csv=folder / "loss.csv", report_json=folder / "summary.json",
-                                 report_val=folder / "val.jsonl", report_timings=folder / "timings.json")
+                                 report_val=folder / "val.jsonl", report_timings=folder / "timings.json",
+                                 **(inputs or {}))
             summary = result[f"seed-{cfg['seed']}"]
             rows.append({"approach": approach, "reference": cfg["reference"][approach], "factor": factor,
                          "learning_rate": lr, "val_loss": summary["val_loss_best"],
                          "val_loss_initial": summary["val_loss_initial"], "best_step": summary["best_step"],
                          "seconds": round(time.perf_counter() - start, 1)})
+            if out is not None:
+                write_json(out, document(cfg, rows))
+    return document(cfg, rows)
+
+
+def document(cfg: dict, rows: list[dict]) -> dict:
     return {"rule": RULE, "dataset": cfg["dataset"], "method": cfg["method"], "seed": cfg["seed"],
             "factors": cfg["factors"], "rows": rows, "chosen": choose(rows, cfg["factors"])}
 
@@ -131,15 +160,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m daug.tuning", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--approaches", help="comma-separated (default: every approach of tuning.reference)")
+    parser.add_argument("--approaches", help=f"comma-separated (default: those of the study {STUDY!r}, else every "
+                                             "approach of tuning.reference)")
     args = parser.parse_args(argv)
     try:
         params = load(args.params)
-        doc = grid(params, args.approaches.split(",") if args.approaches else None)
+        out = learning_rates_file(params)
+        doc = grid(params, args.approaches.split(",") if args.approaches else None, out=out)
     except DaugError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = learning_rates_file(params)
     write_json(out, doc)
     for r in doc["rows"]:
         print(f"{r['approach']:<12} lr {r['learning_rate']:<8g} best val {r['val_loss']:.4f} (step {r['best_step']}), "

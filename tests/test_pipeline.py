@@ -135,6 +135,31 @@ def test_the_gain_study_runs_its_sizes_mix_and_filter_into_its_own_report(smoke_
         report_fits_in_chromium(repo / "reports/smoke-gain/study.html", repo / "gain-report.png")
 
 
+def test_the_approaches_study_trains_each_approach_into_its_own_report(smoke_repo):
+    """`STUDY=approaches` (issue 24): full fine-tuning beside LoRA at two sizes, end to end; the LoRA
+    runs it shares with the paper and gain studies are not run again."""
+    import json
+
+    repo, _ = smoke_repo
+    run([sys.executable, "-m", "daug", "profile", "smoke", "--study", "approaches"], repo)
+    out = run(["dvc", "repro"], repo).stdout
+    ran = ran_stages(out)
+    assert {"train@zhenhuan-none-full-n4", "train@zhenhuan-none-full", "evaluate@zhenhuan-none-full"} <= ran
+    assert "train@zhenhuan-none" not in ran, sorted(ran)
+    html = (repo / "reports/smoke-approaches/study.html").read_text(encoding="utf-8")
+    for heading in ("Approaches side by side", "Claims and their comparisons", "Learning rates chosen on validation data"):
+        assert heading in html
+    full = repo / "models/adapters/zhenhuan/none-full/seed-0"
+    assert (full / "model.safetensors").exists() or any(full.glob("*.safetensors"))  # a plain checkpoint
+    metrics = json.loads((repo / "reports/smoke-approaches/eval/zhenhuan-none-full-n4.json").read_text(encoding="utf-8"))
+    assert {"seed-0", "seed-1"} <= set(metrics)
+    from tests.browser import chromium
+    if chromium():
+        from tests.test_report import report_fits_in_chromium
+
+        report_fits_in_chromium(repo / "reports/smoke-approaches/study.html", repo / "approaches-report.png")
+
+
 def test_changing_a_prepare_param_reruns_prepare_and_dependents_only(smoke_repo):
     repo, _ = smoke_repo
     smoke = repo / "params/smoke.yaml"

@@ -19,8 +19,8 @@ component).
 
 Filter (`filter: true`). An augmented record is dropped, with every reason it fails:
   copy              it equals its source in every field (`drop_copies`);
-  fidelity          the cosine between its and its source's sentence embeddings (the definition of
-                    daug.augment.quality's fidelity, per record) is below `min_fidelity`;
+  fidelity          the cosine between its and its source's sentence embeddings
+                    (daug.augment.quality.fidelities: quality's fidelity, per record) is below `min_fidelity`;
   length            its reply's length over its source reply's is outside `length_ratio`;
   out_of_character  its reply names one of `out_of_character` (being a model, the source work) that
                     its source's reply does not.
@@ -104,15 +104,10 @@ class Mix(Method):
         """Per job, the filter's reasons to drop its result (empty: kept); all kept without `filter`."""
         if not self.params["filter"]:
             return [[] for _ in jobs]
-        import numpy as np
-
-        from daug.augment.quality import embed
+        from daug.augment.quality import fidelities
 
         p = self.params
-        sources = [record_text(job.record) for job in jobs]
-        made = [record_text(res) for res in results]
-        e = embed(sources + made) if jobs else np.zeros((0, 1))
-        cosine = np.einsum("ij,ij->i", e[:len(jobs)], e[len(jobs):])
+        cosine = fidelities([record_text(job.record) for job in jobs], [record_text(res) for res in results])
         low, high = p["length_ratio"]
         reasons = []
         for job, res, cos in zip(jobs, results, cosine):

@@ -37,6 +37,16 @@ def embed(texts: list[str]) -> np.ndarray:
     return np.asarray(_encoder().encode(list(texts)), dtype=np.float32)
 
 
+def fidelities(sources: list[str], made: list[str]) -> np.ndarray:
+    """Per pair, the cosine of the sentence embeddings of a source and what was made from it (the
+    embeddings are unit length): the per-record fidelity that `quality` averages and the mix filter
+    thresholds (daug/augment/mix.py). One encoder batch, sources first, as both always did."""
+    if not sources:
+        return np.zeros(0)
+    e = embed(sources + made)
+    return np.einsum("ij,ij->i", e[:len(sources)], e[len(sources):])
+
+
 def levenshtein(a: str, b: str) -> int:
     """Character edit distance, bit-parallel (Myers 1999 / Hyyrö 2001): O(len(a) * len(b) / wordsize)
     with Python integers as bit vectors, so a 10,000-character record takes milliseconds."""
@@ -138,8 +148,7 @@ def quality(records: list[dict]) -> dict:
     if augmented:
         src = [record_text(sources[r["source_id"]]) for r in augmented]
         aug = [record_text(r) for r in augmented]
-        e = embed(src + aug)
-        cos = np.einsum("ij,ij->i", e[:len(src)], e[len(src):])
+        cos = fidelities(src, aug)
         known = {tuple(r.get(f) or "" for f in FIELDS) for r in sources.values()}
         copies = sum(tuple(r.get(f) or "" for f in FIELDS) in known for r in augmented)
         out.update(

@@ -616,7 +616,8 @@ def publish(paths, params: dict) -> list[Path]:
     """Copy the selected runs' stage outputs (`results/<profile>/`, DVC-cached; `published_files`)
     into the report folder, the tree git versions, folder by folder (daug/paths.py:PUBLISHED); a
     published folder holds exactly those files (files of runs no longer selected do not linger).
-    Returns the folders."""
+    An executed notebook's HTML is rendered again from its .ipynb, each progress bar at its last
+    state (daug/report/notebooks.py). Returns the folders."""
     from daug.paths import PUBLISHED
 
     results = paths.results()
@@ -632,6 +633,10 @@ def publish(paths, params: dict) -> list[Path]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if path.is_dir():
                 shutil.copytree(path, dest, ignore=shutil.ignore_patterns(".gitignore"))
+            elif path.suffix == ".html" and path.with_suffix(".ipynb").exists():
+                from daug.report.notebooks import render_html  # each progress bar's last state only
+
+                render_html(path.with_suffix(".ipynb"), dest)
             else:
                 shutil.copy2(path, dest)
         if mine:

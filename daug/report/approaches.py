@@ -174,9 +174,38 @@ def judge(rows: pd.DataFrame, sizes: list, margin: float, approaches: list[str],
                                  "p_holm": None if r is None else r.p_holm, "verdict": outcome})
             verdicts.append({"claim": claim.key, "text": claim.text, "dataset": ds, "method": method, "size": size,
                              "verdict": combine(outcomes)})
-    return (pd.DataFrame(verdicts, columns=["claim", "text", "dataset", "method", "size", "verdict"]),
-            pd.DataFrame(evidence, columns=["claim", "dataset", "method", "size", "comparison", "diff", "ci_low",
-                                            "ci_high", "p_holm", "verdict"]))
+    return (_sized(pd.DataFrame(verdicts, columns=["claim", "text", "dataset", "method", "size", "verdict"]), verdicts),
+            _sized(pd.DataFrame(evidence, columns=["claim", "dataset", "method", "size", "comparison", "diff", "ci_low",
+                                                   "ci_high", "p_holm", "verdict"]), evidence))
+
+
+def _sized(frame: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """None (the profile's size) stays None beside integers, never NaN."""
+    if rows:
+        frame["size"] = pd.Series([r["size"] for r in rows], dtype=object)
+    return frame
+
+
+def decisive(evidence: pd.DataFrame, verdict: str) -> str:
+    """The comparisons a claim's verdict rests on, in words: the contradicting ones, else the one
+    nearest to deciding otherwise (a supported claim's weakest), else how many stayed undecided."""
+    from daug.report import tables as T
+
+    def said(e) -> str:
+        return f"{e.comparison} {T.signed(e['diff'])} {T.interval(e.ci_low, e.ci_high)}"
+
+    known = evidence[evidence["diff"].map(lambda d: d is not None and d == d)]
+    if known.empty:
+        return "no comparison could be made"
+    if verdict == CONTRADICTED:
+        bad = known[known.verdict == CONTRADICTED]
+        return "contradicted by " + "; ".join(said(e) for _, e in bad.iterrows())
+    if verdict in (SUPPORTED, EQUIVALENT):
+        weakest = known.loc[known.ci_high.idxmax()]  # every X - Y of a loss: the upper bound nearest deciding otherwise
+        return f"{len(known)} comparison(s) all {verdict}; the weakest: {said(weakest)}"
+    open_ = known[known.verdict == INCONCLUSIVE]
+    return (f"{len(open_)} of {len(known)} comparison(s) undecided, e.g. "
+            f"{said(open_.loc[open_['diff'].abs().idxmin()]) if len(open_) else said(known.iloc[0])}")
 
 
 def _folder_bytes(folder: Path) -> int | None:
@@ -219,7 +248,7 @@ def measures(paths, runs) -> pd.DataFrame:
             "at limit": mean([m["degeneration"]["share"]["at_limit"] for m in generated]),
             "MB stored": (_folder_bytes(first) or 0) / 2**20 if first is not None else None,
         })
-    return pd.DataFrame(rows)
+    return _sized(pd.DataFrame(rows), rows)
 
 
 def tuning_table(params: dict, root: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -228,7 +257,9 @@ def tuning_table(params: dict, root: Path) -> tuple[pd.DataFrame, list[str]]:
 
     path = _tuning_path(params, root)
     if not path.exists():
-        return pd.DataFrame(), [f"{path}: no learning-rate grid (python -m daug.tuning)"]
+        from daug.tuning import learning_rates_file
+
+        return pd.DataFrame(), [f"{learning_rates_file(params)}: no learning-rate grid (python -m daug.tuning)"]
     doc = json.loads(path.read_text(encoding="utf-8"))
     frame = pd.DataFrame(doc["rows"])
     notes = []
@@ -339,12 +370,8 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
         if v.verdict == NOT_IN_STUDY:
             continue
         ev = evidence[(evidence.claim == v.claim) & (evidence.dataset == v.dataset) & (evidence.method == v.method)]
-        decided = ev[ev.verdict != INCONCLUSIVE]
-        shown = decided if len(decided) else ev.head(1)
-        detail = "; ".join(f"{e.comparison}: {T.signed(e['diff'])} {T.interval(e.ci_low, e.ci_high)} ({e.verdict})"
-                           for _, e in shown.iterrows() if e["diff"] is not None and e["diff"] == e["diff"])
-        lines.append(f"{v.text} ({v.dataset}, {v.method}, size {size_label(v.size, params)}): **{v.verdict}**"
-                     + (f" - {detail}" if detail else ""))
+        lines.append(f"{v.text} ({v.dataset}, {v.method}, size {size_label(v.size, params)}): {v.verdict.upper()}"
+                     f" - {decisive(ev, v.verdict)}")
     lines.append(f"How it is judged: {len(rows)} distinct comparisons, one family: Bonferroni intervals at "
                  f"{level:.2%}, Holm p; seed-paired, the seed variance pooled over the approaches of the same data; "
                  f"margin +/-{c['margin']:g} nats/token ({c.get('rationale') or 'report.claims.margin'}). "
