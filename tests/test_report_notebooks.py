@@ -4,7 +4,7 @@ from daug.report.notebooks import last_bar_states
 
 NESTED = ("augment bt:   0%|          | 0/80 [00:00<?, ?rec/s]\n"
           + "".join(f"generate:  {p:2d}%|          | {p}/100 [00:0{i}<?, ?prompt/s]\n" for i, p in enumerate((0, 10, 50)))
-          + "generate: 100%|##########| 100/100 [00:05<00:00, 20prompt/s]\n"
+          + "generate: 100%|##########| 100/100 [00:05<00:00, 20prompt/s]\n\n"
           + "augment bt: 100%|##########| 80/80 [00:06<00:00, 13rec/s]\n"
           + "made 80 augmentations\n")
 PER_SEED = ("test loss:  50%|#####     | 150/300\ntest loss: 100%|##########| 300/300\n"

@@ -7,7 +7,8 @@ which collapses a single bar. Nested bars (an augmentation's `generate` bar insi
 bar) are written one refresh per line, and a model-based augmentation printed 80-170 bar lines.
 Here, within each run of consecutive bar lines of a stream output, a bar line is kept when it
 shows a finished bar (100%: e.g. each seed's test-loss bar) or is the last line of its label (a
-bar that never finished); the refreshes in between go, every other line stays as it is."""
+bar that never finished); the refreshes in between go, and so do empty lines between bar lines (a
+nested bar closing); every other line stays as it is."""
 from __future__ import annotations
 
 import re
@@ -29,13 +30,20 @@ def last_bar_states(text: str) -> str:
         out.extend(line for i, line in enumerate(run) if i in last.values() or DONE.match(line))
         run.clear()
 
+    blanks = []  # empty lines inside a run (a nested bar closing) belong to it: they go with it
     for line in text.split("\n"):
         if BAR.match(line):
             run.append(line)
+            blanks.clear()
+        elif not line and run:
+            blanks.append(line)
         else:
             flush()
+            out.extend(blanks)
+            blanks.clear()
             out.append(line)
     flush()
+    out.extend(blanks)
     return "\n".join(out)
 
 
