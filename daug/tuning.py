@@ -13,9 +13,8 @@ since a better one may lie beyond it. The test split is never read.
 
 trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/, so a
 killed grid resumes), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
-chosen rate per approach, the rule) and prints the `approaches:` lines for the profile's params file, where the study reads them (`approaches.<name>.learning_rate`). The report
-shows the grid and flags an approach whose params rate is not the grid's choice
-(daug/report/approaches.py).
+chosen rate per approach, the rule) and prints the `approaches:` lines for the profile's params file, where the study reads them (`approaches.<name>.learning_rate`); the
+approaches report prints each approach's rate and this rule (daug/report/approaches.py).
 """
 from __future__ import annotations
 

@@ -251,37 +251,19 @@ def measures(paths, runs) -> pd.DataFrame:
     return _sized(pd.DataFrame(rows), rows)
 
 
-def tuning_table(params: dict, root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The learning-rate grid (daug/tuning.py) and the approaches whose params rate is not its choice."""
-    from daug.runs import Grid, train_params
+def learning_rates(params: dict, runs) -> pd.DataFrame:
+    """Each approach's learning rate as its runs train (daug.runs.train_params: the schedule's, else
+    the approach's own, else train's)."""
+    from daug.runs import train_params
 
-    path = _tuning_path(params, root)
-    if not path.exists():
-        from daug.tuning import learning_rates_file
-
-        return pd.DataFrame(), [f"{learning_rates_file(params)}: no learning-rate grid (python -m daug.tuning)"]
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    frame = pd.DataFrame(doc["rows"])
-    notes = []
-    for name, c in doc["chosen"].items():
-        if name not in (params.get("approaches") or {}):
-            continue
-        used = train_params(params, Grid.of(params).run(doc["dataset"], doc["method"], name))["learning_rate"]
-        if c["learning_rate"] is not None and not np.isclose(used, c["learning_rate"]):
-            notes.append(f"{name}: params train it at {used:g}, the grid chose {c['learning_rate']:g}")
-        if c["at_edge"]:
-            notes.append(f"{name}: the chosen rate {c['learning_rate']:g} is at the edge of the grid")
-    frame["chosen"] = [doc["chosen"].get(r.approach, {}).get("learning_rate") == r.learning_rate
-                       for r in frame.itertuples()]
-    return frame, notes
-
-
-def _tuning_path(params: dict, root: Path) -> Path:
-    """daug.tuning.learning_rates_file, below `root`."""
-    from daug.params import PARAMS_DIR
-    from daug.tuning import learning_rates_file
-
-    return learning_rates_file(params, Path(root) / PARAMS_DIR)
+    rows = {}
+    for run in runs:
+        rows.setdefault(run.approach, {"approach": run.approach,
+                                       "learning rate": f"{train_params(params, run)['learning_rate']:g}",
+                                       "set in": "approaches." + run.approach + ".learning_rate"
+                                       if ((params.get("approaches") or {}).get(run.approach) or {}).get("learning_rate")
+                                       is not None else "train.learning_rate"})
+    return pd.DataFrame(list(rows.values()))
 
 
 def curves_figure(paths, runs, params: dict):
@@ -349,7 +331,6 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
     groups = list(dict.fromkeys((r.dataset, r.method) for r in runs))
     verdicts, evidence = judge(rows, sizes, c["margin"], approaches, groups)
     half = judge(rows, sizes, c["margin"] / 2, approaches, groups)[0]
-    grid_rows, tuning_notes = tuning_table(params, root)
     measured = measures(paths, runs)
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -417,14 +398,11 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
     else:
         w.doc.paragraph("No comparison could be made (outputs missing).")
     w.doc.heading("Learning rates chosen on validation data")
-    if grid_rows.empty:
-        w.doc.paragraph("No learning-rate grid was run for this profile (python -m daug.tuning).")
-    else:
-        from daug.tuning import RULE
-
-        w.doc.table(grid_rows, f"The grid (daug/tuning.py; one seed each): {RULE}.", fold=False)
-    if tuning_notes:
-        w.doc.bullets(tuning_notes)
+    w.doc.table(learning_rates(params, runs), "Each approach's learning rate, as params set it. The rule, the same "
+                "for every approach (python -m daug.tuning, daug/tuning.py): one seed of the tuning run per "
+                "approach at its reference rate times 1/3, 1 and 3, the lowest best validation loss wins, a choice "
+                "at the edge of the grid is flagged; the grid's rows are versioned in params/tuning/<profile>.json "
+                "beside the params they justify (docs/training.md).", fold=False)
     w.doc.heading("Provenance")
     w.doc.keyvalue({"git commit": P.git_commit(root), "params hash": P.params_hash(params),
                     "base model": P.base_model(params), "machine": P.machine()})
