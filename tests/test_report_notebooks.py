@@ -23,3 +23,11 @@ def test_each_finished_bar_stays_and_an_unfinished_one_keeps_its_last_refresh():
     assert last_bar_states(stopped) == "train:  20%|## | 6/30\nKeyboardInterrupt\n"
     plain = "seed 0: best val loss 4.33 at step 30\nratio: 50%| of nothing\n"
     assert last_bar_states(plain) == plain and last_bar_states("") == ""
+
+
+def test_a_file_that_is_not_a_notebook_is_not_rendered(tmp_path):
+    from daug.report.notebooks import render_html
+
+    (tmp_path / "stub.ipynb").write_text("{}", encoding="utf-8")
+    assert render_html(tmp_path / "stub.ipynb", tmp_path / "stub.html") is False
+    assert not (tmp_path / "stub.html").exists()

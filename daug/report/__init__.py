@@ -633,12 +633,12 @@ def publish(paths, params: dict) -> list[Path]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if path.is_dir():
                 shutil.copytree(path, dest, ignore=shutil.ignore_patterns(".gitignore"))
-            elif path.suffix == ".html" and path.with_suffix(".ipynb").exists():
+            else:
                 from daug.report.notebooks import render_html  # each progress bar's last state only
 
-                render_html(path.with_suffix(".ipynb"), dest)
-            else:
-                shutil.copy2(path, dest)
+                notebook = path.with_suffix(".ipynb")
+                if not (path.suffix == ".html" and notebook.exists() and render_html(notebook, dest)):
+                    shutil.copy2(path, dest)  # an HTML beside no readable notebook is published as it is
         if mine:
             done.append(target)
     return done

@@ -61,14 +61,20 @@ def _preprocessor():
     return LastBarState()
 
 
-def render_html(notebook: Path, html: Path) -> None:
-    """Write `html` from the executed `notebook` (the stage's exporter, then the bars' last states)."""
+def render_html(notebook: Path, html: Path) -> bool:
+    """Write `html` from the executed `notebook` (the stage's exporter, then the bars' last states);
+    False, writing nothing, when `notebook` is not a notebook nbformat can read."""
     import nbformat
 
     from daug.io import atomic_write_text
     from daug.notebook import html_exporter
 
+    try:
+        node = nbformat.read(str(notebook), as_version=4)
+    except (ValueError, nbformat.ValidationError):  # not JSON, or not a notebook
+        return False
     exporter = html_exporter()
     exporter.register_preprocessor(_preprocessor(), enabled=True)  # after the stage's own merging
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    body, _ = exporter.from_notebook_node(node)
     atomic_write_text(html, body)
+    return True
