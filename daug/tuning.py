@@ -97,7 +97,7 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
     stage's `data`, `val` and `base` paths when not the profile's (daug/paths.py)."""
     from daug import train
     from daug.io import write_json
-    from daug.paths import Paths
+    from daug.paths import CHECKPOINTS, Paths
     from daug.runs import Grid
 
     cfg = config(params)
@@ -112,7 +112,7 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
     for name in names:  # an approach that cannot train the end-of-turn row fails before any work
         approach_of(params, name).check_token_rows(rows_trained)
     paths = Paths.of(params)
-    scratch = scratch or paths.root / "runs" / paths.profile / "tuning"
+    scratch = scratch or paths.root / CHECKPOINTS / paths.profile / "tuning"
     # another approach's rows of an earlier grid stay (`--approaches` re-runs some)
     kept = [r for r in json.loads(out.read_text(encoding="utf-8"))["rows"] if r["approach"] not in names] \
         if out is not None and out.exists() else []

@@ -32,6 +32,7 @@ import pandas as pd
 
 from daug import DaugError
 from daug.report.claims import COMBINATION, combine
+from daug.report.gain import load_losses, size_label, study_runs  # the gain study's: the same machinery
 from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
 
 LARGEST, SMALLEST = "largest", "smallest"
@@ -65,35 +66,10 @@ CLAIMS = (
 )
 
 
-def study_runs(params: dict) -> tuple[str, list]:
-    from daug.runs import Grid, judged_study
-
-    name = judged_study(params)
-    return name, Grid.of(params).study_runs(name)
-
-
 def ordered_sizes(sizes: list, params: dict) -> list:
     """The study's sizes, smallest first; None (the profile's augment.max_records) placed by its value."""
     default = (params.get("augment") or {}).get("max_records")
     return sorted(dict.fromkeys(sizes), key=lambda s: (s if s is not None else (default or float("inf"))))
-
-
-def load_losses(paths, runs) -> tuple[dict, list[str]]:
-    """{(dataset, method, size): {approach: (seeds, examples) losses}} and the missing files."""
-    from daug.report.load import load_per_example, matrix
-
-    values: dict = {}
-    ids: dict = {}
-    missing = []
-    for run in runs:
-        path = paths.test_losses(run)
-        if not path.exists():
-            missing.append(str(path))
-            continue
-        key = (run.dataset, run.method, run.size)
-        frame = load_per_example(path, run.method, ("tokens", "loss"))
-        ids[key], values.setdefault(key, {})[run.approach] = matrix(frame, "loss", str(path), ids.get(key))
-    return values, missing
 
 
 def claim_pairs(sizes: list) -> dict:
@@ -296,12 +272,6 @@ def curves_figure(paths, runs, params: dict):
     return fig
 
 
-def size_label(size, params: dict) -> str:
-    from daug.report.gain import size_label as label
-
-    return label(size, params)
-
-
 def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = "."):
     """Write the approaches study's study.html, study.md and figures/; returns a daug.report.Report."""
     import shutil
@@ -323,7 +293,8 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
     methods = list(dict.fromkeys(r.method for r in runs))
     approaches = list(dict.fromkeys(r.approach for r in runs))
     sizes = ordered_sizes([r.size for r in runs], params)
-    values, missing = load_losses(paths, runs)
+    values, missing = load_losses(paths, runs, group=lambda r: (r.dataset, r.method, r.size),
+                                  arm=lambda r: r.approach)
     if missing and cfg["strict"]:
         raise DaugError(f"report: missing stage output(s): {', '.join(missing[:3])}"
                         f"{f' (and {len(missing) - 3} more)' if len(missing) > 3 else ''}; run `dvc repro` first")

@@ -79,8 +79,10 @@ def twins(kinds: dict[str, dict]) -> dict[str, str]:
     return out
 
 
-def load_losses(paths, runs) -> tuple[dict, list[str]]:
-    """{(dataset, size): {method: (seeds, examples) losses}} on the same examples, and missing files."""
+def load_losses(paths, runs, group=lambda run: (run.dataset, run.size),
+                arm=lambda run: run.method) -> tuple[dict, list[str]]:
+    """{group(run): {arm(run): (seeds, examples) losses}} on the same examples within a group (by
+    default {(dataset, size): {method: ...}}), and the missing files."""
     from daug.report.load import load_per_example, matrix
 
     values: dict = {}
@@ -91,9 +93,9 @@ def load_losses(paths, runs) -> tuple[dict, list[str]]:
         if not path.exists():
             missing.append(str(path))
             continue
-        key = (run.dataset, run.size)
+        key = group(run)
         frame = load_per_example(path, run.method, ("tokens", "loss"))
-        ids[key], values.setdefault(key, {})[run.method] = matrix(frame, "loss", str(path), ids.get(key))
+        ids[key], values.setdefault(key, {})[arm(run)] = matrix(frame, "loss", str(path), ids.get(key))
     return values, missing
 
 
