@@ -6,15 +6,19 @@ data and base model, each as the pipeline does: `python -m daug train`, then `py
 evaluate`, two fresh processes (process start and model loads included). Per seed cost = the two
 processes' wall time / training seeds.
   today   the committed params before issue 21 (a7a8d55): 2 seeds, validation at steps 0, 10, 20, 30
-          for every seed, replies from every seed, 300 test examples
+          for every seed, replies from every seed, 300 test examples, every row's chat template and
+          system prompt run through the model (today's code also computed each seed's validation loss
+          again in the evaluation)
   levers  the cpu profile as it stands: the dataset's seeds (Zhen Huan 3, Paimon 6), validation at
           step 0 once per run (every seed starts as the base model) and at step 30, replies from
-          the first 2 seeds only, the dataset's test examples (Paimon 200)
+          the first 2 seeds only, the dataset's test examples (Paimon 200), the prompt tokens every
+          row shares run once per batch (daug/training/loss.py shared_prefix)
   study   `levers` with params model.vocabulary: study (daug/vocabulary.py): the softmax and the
           generation over the tokens of the training and validation replies (~5,800 of 262,144).
           A different model, so an explicit profile choice: its effect is printed on VALIDATION
           data (each design's weights evaluated once more with the validation split as the test
           input: loss, degeneration shares), never on the test split
+  unshared `study` with the shared prefix switched off: its own lever's ratio
 Each lever's ratio is read off the measured parts (train and evaluate timings files): the per-seed
 cost of today's design with only that lever applied, over today's. The totals are measured.
 Target: the run's per-seed cost <= 0.5 x today's (exit 1 otherwise): every cell's train + evaluate
@@ -23,7 +27,7 @@ seconds over every training seed, one `none` cell per dataset standing for that 
 
 Run: python benchmarks/bench_seed_cost.py [--dataset zhenhuan|paimon|both] [--base models/base] [--effect]
 Needs models/base, data/prepared/<dataset> and data/augmented/<dataset>/none.jsonl (`dvc repro
-augment@<dataset>-none`). Takes ~35 min for both datasets on 2 idle cores (--effect: also
+augment@<dataset>-none`). Takes ~45 min for both datasets on 2 idle cores (--effect: also
 evaluates both vocabularies' weights on the validation split, a few minutes more).
 """
 from __future__ import annotations
@@ -50,8 +54,11 @@ TARGET = 0.5
 # What the committed params were before issue 21 (params/cpu.yaml at a7a8d55).
 TODAY = {"model": {"vocabulary": "full"}, "train": {"seeds": [0, 1], "seeds_by_dataset": None, "eval_every": 10},
          "evaluate": {"generate_seeds": None, "loss_examples": 300, "loss_examples_by_dataset": None}}
-# Today's code evaluated step 0 for every seed; this runs the CLI with that sharing switched off.
+# Today's code evaluated step 0 for every seed, and ran every row's chat template and system prompt
+# through the body (daug/training/loss.py shared_prefix): the CLI runs with both switched off.
 NO_SHARED_STEP0 = "import daug.approaches.lora as L; L.LoraQV.starts_as_base = False; "
+NO_SHARED_PREFIX = ("import daug.training.loss as Lo, daug.training.loop as Lp; "
+                    "Lo.shared_prefix = Lp.shared_prefix = lambda examples: 0; ")
 
 
 def design(params: dict, overrides: dict | None) -> dict:
@@ -61,14 +68,16 @@ def design(params: dict, overrides: dict | None) -> dict:
     return out
 
 
-def run_cell(params: dict, name: str, folder: Path, base: Path, shared_step0: bool, reuse_val: bool = True) -> dict:
+def run_cell(params: dict, name: str, folder: Path, base: Path, shared_step0: bool, reuse_val: bool = True,
+             shared_prefix: bool = True) -> dict:
     """Train then evaluate the cell in two fresh processes; (wall seconds of each, their timings files).
     `reuse_val`: the evaluation reads each seed's validation loss from the training stage's file
-    (today's code computed it again)."""
+    (today's code computed it again); `shared_prefix`: the prompt tokens every row shares run once
+    per batch (today's code ran them per row)."""
     folder.mkdir(parents=True)
     params_file = folder / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    prefix = "" if shared_step0 else NO_SHARED_STEP0
+    prefix = ("" if shared_step0 else NO_SHARED_STEP0) + ("" if shared_prefix else NO_SHARED_PREFIX)
     common = ["--params", str(params_file), "--run", name, "--base", str(base)]
     train = common + ["--out", str(folder / "adapters"), "--runs", str(folder / "runs"),
                       "--report-csv", str(folder / "train.csv"), "--report-json", str(folder / "train.json"),
@@ -151,13 +160,14 @@ def measure(params: dict, dataset: str, base: Path, tmp: Path, effect: bool) -> 
     # models/base holds the profile's vocabulary: each design gets a folder with its own
     full_base = with_vocabulary(levers, base, tmp / "base-full")
     study_base = with_vocabulary(study, base, tmp / "base-study")
-    today = parts(run_cell(design(params, TODAY), name, tmp / "today", full_base, False, False))
+    today = parts(run_cell(design(params, TODAY), name, tmp / "today", full_base, False, False, False))
     cells = {"levers": run_cell(levers, name, tmp / "levers", full_base, True),
              "study": run_cell(study, name, tmp / "study", study_base, True)}
+    unshared = parts(run_cell(study, name, tmp / "unshared", study_base, True, shared_prefix=False))
     val = REPO / f"data/prepared/{dataset}/val.jsonl"
     shown = {key: on_validation(cell, val) for key, cell in cells.items()} if effect else None
     return {"name": name, "today": today, "levers": parts(cells["levers"]), "study": parts(cells["study"]),
-            "effect": shown}
+            "unshared": unshared, "effect": shown}
 
 
 def report(m: dict) -> float:
@@ -173,14 +183,18 @@ def report(m: dict) -> float:
         "validation loss read from the training stage": {**today, "val_loss": levers["val_loss"]},
         "the study vocabulary (model.vocabulary: study)": {
             **today, **{k: today[k] * vocab[k] / levers[k] for k in ("steps", "validation", "test_loss", "replies")}},
+        "the shared prompt prefix run once per batch": {
+            **today, **{k: today[k] * vocab[k] / m["unshared"][k] for k in ("steps", "validation", "test_loss")}},
     }
-    print(f"{m['name']}: seconds per seed, today ({today['seeds']} seeds) vs levers ({levers['seeds']} seeds) "
-          f"vs levers + study vocabulary")
+    unshared = m["unshared"]
+    print(f"{m['name']}: seconds per seed, today ({today['seeds']} seeds) vs levers ({levers['seeds']} seeds, "
+          f"Gemma's vocabulary) vs all levers (+ study vocabulary) vs all levers but the shared prefix")
     for key in ("steps", "validation", "test_loss", "replies", "val_loss", "load"):
-        print(f"  {key:<12} {today[key]:7.1f} {levers[key]:7.1f} {vocab[key]:7.1f}")
-    print(f"  {'per cell':<12} {today['rest']:7.1f} {levers['rest']:7.1f} {vocab['rest']:7.1f}   "
-          "(process start, base model loads)")
-    print(f"  {'cell wall':<12} {today['total']:7.1f} {levers['total']:7.1f} {vocab['total']:7.1f}")
+        print(f"  {key:<12} {today[key]:7.1f} {levers[key]:7.1f} {vocab[key]:7.1f} {unshared[key]:7.1f}")
+    print(f"  {'per cell':<12} {today['rest']:7.1f} {levers['rest']:7.1f} {vocab['rest']:7.1f} {unshared['rest']:7.1f}"
+          "   (process start, base model loads)")
+    print(f"  {'cell wall':<12} {today['total']:7.1f} {levers['total']:7.1f} {vocab['total']:7.1f} "
+          f"{unshared['total']:7.1f}")
     for lever, p in rows.items():
         print(f"  lever: {lever:<52} {per_seed(p) / base:.3f} x today")
     if m["effect"]:
@@ -189,7 +203,8 @@ def report(m: dict) -> float:
             print(f"    {key:<15} full {m['effect']['levers'][key]:.4f}   study {m['effect']['study'][key]:.4f}")
     ratio, ratio_vocab = per_seed(levers) / base, per_seed(vocab) / base
     print(f"  per-seed cost: today {base:.1f} s, levers {per_seed(levers):.1f} s: {ratio:.3f} x; "
-          f"levers + study vocabulary {per_seed(vocab):.1f} s: {ratio_vocab:.3f} x")
+          f"all levers {per_seed(vocab):.1f} s: {ratio_vocab:.3f} x (without the shared prefix "
+          f"{per_seed(unshared) / base:.3f} x)")
     return ratio_vocab
 
 

@@ -96,9 +96,18 @@ def exposure(batches: list[list[int]], train: Encoded, records: list[dict], step
             (len(seen) - sum(seen)) / n_aug if n_aug else None)
 
 
+def parameter_counts(model) -> dict:
+    """The trained model's trainable and total parameters (a tensor shared by two modules, such as a
+    tied embedding and head, counted once) and the trainable share."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_parameters": trainable, "total_parameters": total,
+            "trainable_share": float(f"{trainable / total:.4g}") if total else None}
+
+
 def summarize(progress: dict, seed: int, batches: list[list[int]], train: Encoded, val: Encoded,
-              records: list[dict], cfg, trainable_tokens: list[str], world: int) -> dict:
-    """One seed's metrics (Paths.train_metrics holds one of these per seed)."""
+              records: list[dict], cfg, trainable_tokens: list[str], world: int, counts: dict | None = None) -> dict:
+    """One seed's metrics (Paths.train_metrics holds one of these per seed); `counts`: parameter_counts."""
     log = progress["log"]
     vals = [r for r in log if r["split"] == "val"]
     trains = [r for r in log if r["split"] == "train"]
@@ -120,7 +129,7 @@ def summarize(progress: dict, seed: int, batches: list[list[int]], train: Encode
         "trainable_tokens": trainable_tokens,
         "tokens": progress["tokens"], "reply_tokens": progress["reply_tokens"],
         "padding_fraction": round(1 - progress["tokens"] / max(1, progress["padded_tokens"]), 4),
-        "processes": world, "resumed_from": progress["resumed_from"],
+        "processes": world, "resumed_from": progress["resumed_from"], **(counts or {}),
     }
 
 
@@ -131,12 +140,31 @@ def val_rows(seed: int, val: Encoded, progress: dict) -> list[dict]:
             for e, (best, tokens), (last, _) in zip(val.examples, progress["val_best"], progress["val_last"])]
 
 
+def peak_memory_mb() -> float | None:
+    """The process's peak resident memory so far (VmHWM, MiB; Linux), else None: a seed's value also
+    covers the seeds before it in the same process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def timings(progress: dict) -> dict:
-    """The run's wall times and throughput (real tokens per second of training steps): not results."""
+    """The run's wall times, throughput (real tokens per second of training steps) and peak memory
+    (process resident, and CUDA when training ran there): not results."""
+    import torch
+
     seconds = progress["seconds"]
-    return {"seconds": round(seconds + progress["eval_seconds"], 1), "train_seconds": round(seconds, 1),
-            "eval_seconds": round(progress["eval_seconds"], 1),
-            "tokens_per_second": round(progress["tokens"] / seconds, 1) if seconds else None}
+    out = {"seconds": round(seconds + progress["eval_seconds"], 1), "train_seconds": round(seconds, 1),
+           "eval_seconds": round(progress["eval_seconds"], 1),
+           "tokens_per_second": round(progress["tokens"] / seconds, 1) if seconds else None,
+           "peak_rss_mb": peak_memory_mb()}
+    if torch.cuda.is_available():
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 def model_card(params: dict, run, train: dict, approach, base: Path, summary: dict) -> str:
@@ -223,7 +251,7 @@ def stage(params: dict, run, **overrides) -> dict:
                               rank, world, device, approach, initial_val)  # returns with the best state loaded
         initial_val = initial_val or progress["val_initial"]
         summary = summarize(progress, seed, schedule(train, cfg, seed), train, val_enc, records, cfg,
-                            trainable_tokens, world)
+                            trainable_tokens, world, parameter_counts(model))
         key = seed_dir(seed)
         summaries[key], logs[seed], times[key] = summary, progress["log"], timings(progress)
         rows += val_rows(seed, val_enc, progress)

@@ -73,7 +73,7 @@ def trained_run(approach: str, smoke_params, data, tiny_model_dir, tmp_path_fact
         params = approach_params(smoke_params, LEARNING_RATES[approach])
         run, summary, result = train_and_evaluate(params, approach, data, tiny_model_dir, root)
         _TRAINED[approach] = {"approach": approach, "root": root, "run": run, "summary": summary, "result": result,
-                              "params": params}
+                              "params": params, "tiny_model_dir": tiny_model_dir}
     return _TRAINED[approach]
 
 
@@ -92,6 +92,9 @@ PEFT_TYPES = {"lora-qv": "LORA", "lora-all": "LORA", "dora": "LORA", "ia3": "IA3
 
 
 def test_every_approach_trains_saves_reloads_and_evaluates(trained):
+    from daug.approaches import from_params
+    from daug.basemodel import load_model
+
     root, run, approach = trained["root"], trained["run"], trained["approach"]
     default = trained["params"]["grid"]["approach"] if "grid" in trained["params"] else "lora-qv"
     # named by its non-default axis (the default approach leaves the name as it was)
@@ -108,6 +111,13 @@ def test_every_approach_trains_saves_reloads_and_evaluates(trained):
     assert f"# {approach} weights: {run.name}" in card
     s = trained["summary"]["seed-0"]
     assert s["stop_step"] == 4
+    base = load_model(trained["tiny_model_dir"])
+    expected = expected_trainable(approach, from_params(trained["params"], approach).params, base)
+    added = 0 if approach in ("full", "last-layers") else expected  # the others add their weights to the model's
+    assert (s["trainable_parameters"], s["total_parameters"]) == (expected,
+                                                                  sum(p.numel() for p in base.parameters()) + added)
+    assert s["trainable_share"] == pytest.approx(expected / s["total_parameters"], rel=1e-3, abs=1e-6)  # 6 decimals
+    assert json.loads((root / "train-timings.json").read_text())["seed-0"]["peak_rss_mb"] > 0
     if approach in ("prompt", "prefix"):  # virtual tokens on the random tiny model (loss ~ ln(vocab)): no rate
         # tried (0.01-2) lowered validation in 4 steps reliably (it is the next test that they are used):
         curve = [float(line.split(",")[3]) for line in (root / "loss.csv").read_text().splitlines()[1:]

@@ -259,6 +259,54 @@ def test_fast_reply_loss_has_the_models_own_gradient(tiny_model_dir, tokenizer, 
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("tokens", [[], EOT])
+def test_the_shared_prompt_prefix_run_once_gives_every_rows_own_loss_and_gradient(tiny_model_dir, tokenizer, records,
+                                                                                   tokens):
+    """The chat template and system prompt that every row shares run once per batch (a key/value
+    cache repeated over the rows): loss, per-example losses and gradients are those of running
+    every row whole, also past the tiny model's 64-token sliding window."""
+    from daug.training.loss import ReplyLoss, shared_prefix
+
+    model = lora_with_moved_rows(tiny_model_dir, tokens)
+    long = [dict(r, output=r["output"] * 6) for r in records]
+    examples = encode_records(tokenizer, long, SYSTEM, 160).examples
+    prefix = shared_prefix(examples)
+    template = tokenizer(prompt_text(tokenizer, messages({"instruction": "", "input": ""}, SYSTEM))).input_ids
+    assert 0 < prefix < len(template) and examples[0].input_ids[:prefix] == template[:prefix]
+    assert all(t == IGNORE for e in examples for t in e.labels[:prefix + 1])  # no reply token is predicted from it
+    ids, mask, labels = collate(examples, tokenizer.pad_token_id)
+    assert ids.shape[1] > 64 and (mask.sum(1) < ids.shape[1]).any()  # past the window, with padding
+    model.train()
+    results = []
+    for k in (0, prefix):
+        model.zero_grad()
+        total, count = ReplyLoss(model)(ids, mask, labels, k)
+        (total / count).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            sums, counts = ReplyLoss(model).per_example(ids, mask, labels, k)
+        results.append((total.item(), int(count), grads, sums, counts))
+    (total0, count0, grads0, sums0, counts0), (total1, count1, grads1, sums1, counts1) = results
+    assert count1 == count0 and torch.equal(counts1, counts0)
+    assert total1 == pytest.approx(total0, rel=1e-5)
+    torch.testing.assert_close(sums1, sums0, rtol=1e-5, atol=1e-6)
+    for name, grad in grads0.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads1[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_prefix_stops_at_the_first_difference_and_before_any_reply_target():
+    from daug.training.data import Example
+    from daug.training.loss import shared_prefix
+
+    def ex(ids, prompt):
+        return Example("x", ids, [IGNORE] * prompt + ids[prompt:])
+
+    assert shared_prefix([ex([1, 2, 3, 4, 5], 3), ex([1, 2, 9, 4, 5], 3)]) == 2
+    assert shared_prefix([ex([1, 2, 3, 4, 5], 3), ex([1, 2, 3, 4, 6], 4)]) == 2  # position 2 predicts a reply token
+    assert shared_prefix([ex([1, 2, 3], 2)]) == 0  # one example: nothing to share
+
+
 def test_a_trainable_token_outside_the_vocabulary_is_a_clear_error(tiny_model_dir):
     from daug.training.loop import trainable_model
 

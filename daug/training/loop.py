@@ -35,7 +35,7 @@ from tqdm import tqdm  # text on stderr: a widget would stay at "0%" in the exec
 from daug import DaugError
 from daug.io import read_json, write_json
 from daug.training.data import Encoded, Example, batch_schedule, collate, micro_batches
-from daug.training.loss import PRECISIONS, ReplyLoss, autocast, example_losses, mean_loss
+from daug.training.loss import PRECISIONS, ReplyLoss, autocast, example_losses, mean_loss, shared_prefix
 
 
 PASSES = ("source", "record")  # train.passes: one example per source dialogue per pass, or every record
@@ -289,6 +289,7 @@ class _Run:
         self.run_dir, self.fingerprint = Path(run_dir), fingerprint
         self.rank, self.world, self.device = rank, world, device
         self.examples = train.examples
+        self.prefix = shared_prefix(train.examples)  # the chat template and system prompt: run once per batch
         self.schedule = schedule(train, cfg, seed)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, cfg)
@@ -346,7 +347,7 @@ class _Run:
             ids, mask, labels = (t.to(self.device) for t in collate(micro, self.pad_id))
             sync = self.world == 1 or k == len(micros) - 1
             with (contextlib.nullcontext() if sync else self.step_fn.no_sync()), autocast(self.cfg.precision):
-                loss, _ = self.step_fn(ids, mask, labels)
+                loss, _ = self.step_fn(ids, mask, labels, self.prefix)
                 # DDP averages gradients over processes: scale so the result is the global token mean
                 (loss * (self.world / global_reply)).backward()
             loss_sum += loss.item()
