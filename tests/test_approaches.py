@@ -15,7 +15,9 @@ import torch
 
 from daug import DaugError
 from daug.approaches import APPROACHES, get_approach
+from daug.chat import GEMMA_END
 from daug.io import read_records, write_jsonl
+from daug.training.data import collate, encode_records
 from daug.runs import Grid
 from tests.conftest import REPO
 
@@ -206,7 +208,6 @@ def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(pro
     assert abs(tuned - base) > 1e-3  # the virtual tokens are used
     assert tuned == pytest.approx(prompt_tuned["summary"]["seed-0"]["val_loss_best"], rel=1e-4)  # as in training
     # The reply-only head on the captured hidden states = cross-entropy of the peft model's own logits.
-    from daug.training.data import encode_records
     from daug.training.loss import IGNORE
     nll = tokens = 0.0
     with torch.no_grad():
@@ -225,18 +226,122 @@ def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(pro
 
 def test_an_approach_that_cannot_train_token_rows_fails_before_any_work(smoke_params, data, tiny_model_dir,
                                                                          tmp_path, monkeypatch):
+    from daug.approaches.ia3 import IA3
     from daug.basemodel import load_model as real_load
     from daug.training import loop
 
     loads = []
     monkeypatch.setattr("daug.basemodel.load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(IA3, "trains_token_rows", False)  # every registered approach can; one that could not
     params = approach_params(smoke_params)
-    params["train"]["trainable_tokens"] = ["<end_of_turn>"]
-    for name in ("ia3", "prompt", "prefix", "last-layers"):
-        with pytest.raises(DaugError, match=rf"approach '{name}' cannot train token rows \(train.trainable_tokens\)"):
-            loop.trainable_model(tiny_model_dir, params["model"], get_approach(name), ["<end_of_turn>"], 0,
-                                 "float32", torch.device("cpu"))
+    with pytest.raises(DaugError, match=r"approach 'ia3' cannot train token rows \(train.trainable_tokens\)"):
+        loop.trainable_model(tiny_model_dir, params["model"], get_approach("ia3"), ["<end_of_turn>"], 0,
+                             "float32", torch.device("cpu"))
     assert loads == []  # checked before the model loads
+
+
+def own_loss(model, ids, mask, labels) -> float:
+    """The model's own causal-LM loss over the reply tokens (logits at every position)."""
+    from daug.training.loss import IGNORE
+
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1]:]
+    keep = labels[:, 1:] != IGNORE
+    return torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[:, 1:][keep]).item()
+
+
+def moved(model, names=("trainable_tokens_delta", "daug_token_rows.rows", "lora_B")):
+    """Every trainable tensor whose name holds one of `names` moved off its initial value."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad and any(n in name for n in names):
+                p.add_(torch.randn_like(p))
+    return model
+
+
+def test_daugs_token_rows_equal_peft_s_on_lora(tiny_model_dir, tokenizer, tmp_path):
+    """The same LoRA weights and end-of-turn row, once as peft's TrainableTokens and once as daug's
+    own rows (daug/approaches/token_rows.py): the same loss, fast loss and gradients, and after
+    saving, loading and merging the same model."""
+    from daug.approaches import token_rows
+    from daug.basemodel import load_model
+    from daug.training.loss import ReplyLoss
+
+    lora = get_approach("lora-qv", {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    eot = tokenizer.convert_tokens_to_ids([GEMMA_END])
+    peft_rows = moved(lora.wrap(load_model(tiny_model_dir), eot))
+    own_rows = token_rows.add(lora.wrap(load_model(tiny_model_dir), []), eot)
+    with torch.no_grad():
+        named = dict(own_rows.named_parameters())
+        for name, p in peft_rows.named_parameters():
+            if "trainable_tokens_delta" in name:
+                token_rows.of_model(own_rows).rows.copy_(p)
+            elif p.requires_grad:
+                named[name].copy_(p)
+    records = read_records(RAW)[:6]
+    ids, mask, labels = collate(encode_records(tokenizer, records, "system", 96).examples, tokenizer.pad_token_id)
+    grads = []
+    for model in (peft_rows, own_rows):
+        model.train()
+        model.zero_grad()
+        total, count = ReplyLoss(model)(ids, mask, labels)
+        (total / count).backward()
+        grads.append((total.item() / int(count), own_loss(model, ids, mask, labels),
+                      {n.replace("token_adapter.trainable_tokens_delta.default", "rows"): p.grad.clone()
+                       for n, p in model.named_parameters() if p.requires_grad}))
+    (fast_a, own_a, grad_a), (fast_b, own_b, grad_b) = grads
+    assert fast_a == pytest.approx(own_a, rel=1e-5) and fast_b == pytest.approx(own_b, rel=1e-5)
+    assert fast_b == pytest.approx(fast_a, rel=1e-6)
+    rows_a = next(g for n, g in grad_a.items() if n.endswith("rows"))
+    rows_b = next(g for n, g in grad_b.items() if n.endswith("daug_token_rows.rows"))
+    assert rows_a.abs().sum() > 0
+    torch.testing.assert_close(rows_b, rows_a, rtol=1e-4, atol=1e-6)
+    for name, grad in grad_a.items():
+        if not name.endswith("rows"):
+            torch.testing.assert_close(grad_b[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    merged = []
+    for k, model in enumerate((peft_rows, own_rows)):
+        lora.save(model, tmp_path / str(k))
+        merged.append(lora.for_inference(lora.load(load_model(tiny_model_dir), tmp_path / str(k)), False).eval())
+    assert (tmp_path / "1" / token_rows.FILE).exists() and not (tmp_path / "0" / token_rows.FILE).exists()
+    with torch.no_grad():
+        torch.testing.assert_close(merged[1](input_ids=ids, attention_mask=mask).logits,
+                                   merged[0](input_ids=ids, attention_mask=mask).logits, rtol=1e-5, atol=1e-5)
+    assert token_rows.of_model(merged[1]) is None  # folded into the embedding: a plain model
+
+
+@pytest.mark.parametrize("name", ["ia3", "prompt", "prefix", "adapter", "last-layers"])
+def test_approaches_without_peft_rows_train_the_end_of_turn_row_and_keep_it_through_save_and_load(
+        name, tiny_model_dir, tokenizer, tmp_path):
+    """daug's own rows on the approaches peft gives no TrainableTokens: the fast loss sees them (value
+    and a gradient), the model's own forward too, and the saved, reloaded, inference-ready model
+    computes the same loss; folded away, nothing of them is left on the model."""
+    from daug.approaches import token_rows
+    from daug.basemodel import load_model
+    from daug.training.loss import ReplyLoss
+
+    approach = get_approach(name)
+    eot = tokenizer.convert_tokens_to_ids([GEMMA_END])
+    model = moved(approach.wrap(load_model(tiny_model_dir), eot), names=("daug_token_rows.rows",))
+    assert [n for n, p in model.named_parameters() if p.requires_grad and "daug_token_rows" in n]
+    records = read_records(RAW)[:6]
+    ids, mask, labels = collate(encode_records(tokenizer, records, "system", 96).examples, tokenizer.pad_token_id)
+    assert (labels == eot[0]).any()
+    model.eval()
+    total, count = ReplyLoss(model, approach)(ids, mask, labels)
+    (total / count).backward()
+    rows = token_rows.of_model(model).rows
+    assert rows.grad is not None and rows.grad.abs().sum() > 0
+    with torch.no_grad():
+        trained = own_loss(model, ids, mask, labels)
+        assert total.item() / int(count) == pytest.approx(trained, rel=1e-5)
+        plain = own_loss(approach.wrap(load_model(tiny_model_dir), []), ids, mask, labels)
+        assert abs(plain - trained) > 1e-3  # the moved row matters
+    approach.save(model, tmp_path / "w")
+    reloaded = approach.for_inference(approach.load(load_model(tiny_model_dir), tmp_path / "w"), False).eval()
+    assert token_rows.of_model(reloaded) is None
+    with torch.no_grad():
+        assert own_loss(reloaded, ids, mask, labels) == pytest.approx(trained, rel=1e-5)
 
 
 def test_impossible_approach_settings_fail_with_the_reason(tiny_model_dir):

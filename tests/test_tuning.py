@@ -45,7 +45,11 @@ def test_a_grid_setting_that_cannot_work_is_named():
         config({**params, "tuning": {"reference": {"lora-qv": 1e-3}, "factors": [3, 1]}})
 
 
-def test_an_approach_that_cannot_train_the_end_of_turn_row_fails_before_any_work(smoke_params, tmp_path):
+def test_an_approach_that_cannot_train_the_end_of_turn_row_fails_before_any_work(smoke_params, tmp_path,
+                                                                                  monkeypatch):
+    from daug.approaches.ia3 import IA3
+
+    monkeypatch.setattr(IA3, "trains_token_rows", False)  # every registered approach can; one that could not
     params = copy.deepcopy(smoke_params)
     params["train"]["trainable_tokens"] = ["<end_of_turn>"]
     with pytest.raises(DaugError, match="approach 'ia3' cannot train token rows"):

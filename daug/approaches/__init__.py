@@ -26,6 +26,6 @@ def from_params(params: dict, name: str) -> Approach:
     return get_approach(name, (params.get("approaches") or {}).get(name))
 
 
-_REGISTRY.discover(__name__, __path__, infra={"base", "bottleneck_layer", "checkpoint"})
+_REGISTRY.discover(__name__, __path__, infra={"base", "bottleneck_layer", "checkpoint", "token_rows"})
 
 __all__ = ["APPROACHES", "Approach", "from_params", "get_approach", "register"]

@@ -29,8 +29,10 @@ class Approach:
     # function at the plain model's cost. Not into 4-bit weights (it would re-quantise them).
     merges: ClassVar[bool] = True
     # The trainable rows of `train.trainable_tokens` (the `<end_of_turn>` a pretrained model never
-    # learned): approaches that cannot train them say so before any work.
-    trains_token_rows: ClassVar[bool] = False
+    # learned): peft's (LoRA), daug's own (daug/approaches/token_rows.py: added in `wrap`, saved,
+    # loaded and folded by the methods below), or every row (full fine-tuning). An approach that
+    # cannot train them says so before any work.
+    trains_token_rows: ClassVar[bool] = True
     # The wrapped model computes the base model's function until the first step (LoRA: B starts at
     # 0), whatever the seed: one step-0 validation then serves every seed of a run.
     starts_as_base: ClassVar[bool] = False
@@ -59,6 +61,7 @@ class Approach:
         (`PYTHONHASHSEED`); it is rewritten sorted, as peft writes the rest (indent 2, sorted keys)."""
         import json
 
+        from daug.approaches import token_rows
         from daug.basemodel import no_progress_widgets
 
         with no_progress_widgets():
@@ -68,6 +71,7 @@ class Approach:
         if isinstance(data.get("target_modules"), list):
             data["target_modules"] = sorted(data["target_modules"])
             config.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        token_rows.save(model, folder)
 
     def is_saved(self, folder: Path) -> bool:
         return (Path(folder) / self.saved_file).exists()
@@ -76,10 +80,16 @@ class Approach:
         """The trained model for inference: `folder`'s weights over `base_model` (changed in place)."""
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
+        from daug.approaches import token_rows
+
+        return token_rows.load(PeftModel.from_pretrained(base_model, str(folder), is_trainable=False), folder)
 
     def for_inference(self, model, four_bit: bool):
-        """`load`'s model ready to evaluate: merged into the weights where the approach allows."""
+        """`load`'s model ready to evaluate: daug's token rows folded into the embedding, the rest
+        merged into the weights where the approach allows."""
+        from daug.approaches import token_rows
+
+        token_rows.fold(model)
         if self.merges and not four_bit:
             return model.merge_and_unload()  # the deltas and the trained token rows, into the weights
         return model

@@ -1,6 +1,8 @@
 """Approaches that train the model's own weights (full fine-tuning, the last layers) and are saved
 as a plain Hugging Face checkpoint (config.json + model.safetensors), loaded with transformers:
-the machinery both share (infra: no approach registered here)."""
+the machinery both share (infra: no approach registered here). An approach that leaves the tied
+embedding frozen trains the token rows as daug's (daug/approaches/token_rows.py), folded into the
+saved checkpoint's embedding: it loads as a plain model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,14 +22,22 @@ class Checkpoint(Approach):
         raise NotImplementedError
 
     def wrap(self, model, token_ids: list[int]):
+        from daug.approaches import token_rows
+
         for p in model.parameters():
             p.requires_grad = False
         self.trainable(model)
+        if not model.get_input_embeddings().weight.requires_grad:
+            token_rows.add(model, token_ids)
         return model
 
     def save(self, model, folder: Path) -> None:
+        """A plain checkpoint; daug's token rows are folded into its embedding first (in place: the
+        model is saved after training)."""
+        from daug.approaches import token_rows
         from daug.basemodel import no_progress_widgets
 
+        token_rows.fold(model)
         with no_progress_widgets():
             model.save_pretrained(folder, safe_serialization=True)
 

@@ -11,8 +11,7 @@ from daug.approaches.checkpoint import Checkpoint
 
 @register
 class Full(Checkpoint):
-    name = "full"
-    trains_token_rows = True  # every row trains anyway
+    name = "full"  # every row trains anyway: no separate token rows
 
     def trainable(self, model):
         if getattr(model, "is_loaded_in_4bit", False):

@@ -1,6 +1,6 @@
 """The last `layers` decoder layers and the final norm train; the rest is frozen, the tied embedding
-and LM head included (so no token row can train: with train.trainable_tokens set it fails up front).
-Saved as a plain Hugging Face checkpoint."""
+and LM head included (the token rows of train.trainable_tokens train as daug's own,
+daug/approaches/token_rows.py). Saved as a plain Hugging Face checkpoint."""
 from __future__ import annotations
 
 from daug import DaugError

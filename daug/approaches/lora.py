@@ -11,7 +11,6 @@ from daug.approaches.base import Approach
 @register
 class LoraQV(Approach):
     name = "lora-qv"
-    trains_token_rows = True
     starts_as_base = True  # peft's default init: B = 0, so B @ A adds exact zeros at step 0
     use_dora: bool = False  # DoRA (daug/approaches/dora.py) is this with the magnitude vector
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from daug import DaugError
+from daug.approaches import token_rows
 from daug.training.data import IGNORE, Example, collate, encode_records
 from daug.vocabulary import of_model
 
@@ -45,9 +46,13 @@ class TrainedRows:
 
 
 def trained_rows(layer) -> TrainedRows | None:
-    """The active TrainableTokens of a peft-wrapped embedding or head, else None."""
+    """The trained rows acting on an embedding or head layer: peft's active TrainableTokens, or
+    daug's (daug/approaches/token_rows.py: approaches without peft's), else None."""
     adapter = getattr(layer, "token_adapter", None)
-    if adapter is None or adapter.disable_adapters or not adapter.active_adapters:
+    if adapter is None:
+        own = token_rows.of_layer(layer)
+        return TrainedRows(layer.weight, own.index, own.rows) if own is not None else None
+    if adapter.disable_adapters or not adapter.active_adapters:
         return None
     name = adapter.active_adapters[0]
     rows = adapter.trainable_tokens_delta[name]
@@ -226,7 +231,9 @@ class ReplyLoss(nn.Module):
         tokens in training and in the validation and test losses (benchmarks/bench_seed_cost.py).
         In training, LoRA's dropout then draws one mask for the prefix positions of the batch
         instead of one per row."""
-        trained = trained_rows(self.embed)
+        # peft's rows are swapped in here, without its copy of the whole matrix; daug's own rows by
+        # their hook on the embedding (daug/approaches/token_rows.py)
+        trained = trained_rows(self.embed) if hasattr(self.embed, "token_adapter") else None
 
         def inputs(ids):
             return {"inputs_embeds": self._embeddings(ids, trained)} if trained is not None else {"input_ids": ids}
