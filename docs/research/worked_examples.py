@@ -42,7 +42,10 @@ def main(folder: Path) -> int:
     print(claims[["#", "verdict", "at half the margin", "numbers"]].to_string(index=False))
     columns = ["dataset", "comparison", "diff", "ci_low", "ci_high", "level", "se", "df", "p", "p_holm", "verdict",
                "verdict_half", "note"]
-    print(evidence.drop_duplicates(["dataset", "comparison"])[columns].round(4).to_string(index=False))
+    shown = evidence.drop_duplicates(["dataset", "comparison"])[columns].round(4)
+    for col in ("p", "p_holm"):  # small p-values keep 3 significant digits (Holm's worked example needs them)
+        shown[col] = evidence.drop_duplicates(["dataset", "comparison"])[col].map(lambda v: f"{v:.3g}")
+    print(shown.to_string(index=False))
     print(forest[["dataset", "method", "diff", "ci95_low", "ci95_high", "half_width95", "df", "ci_low", "ci_high",
                   "level", "mde", "verdict", "verdict_half"]].round(4).to_string(index=False))
     for ds in study.datasets:
