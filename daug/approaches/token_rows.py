@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from daug import DaugError
+from daug.training.loss import OWN_ROWS, swap_rows, unwrap
 
 FILE = "token_rows.safetensors"
-ATTRIBUTE = "daug_token_rows"  # the TokenRows module on the transformers model (its parameter is the model's)
 
 
 class TokenRows(nn.Module):
@@ -36,28 +36,13 @@ class TokenRows(nn.Module):
         self.handles: list = []
 
 
-def _lm(model):
-    """The transformers model inside a peft wrapper."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def of_layer(layer) -> TokenRows | None:
-    """The TokenRows acting on an embedding or head layer, else None."""
-    return layer.__dict__.get(ATTRIBUTE)  # a plain attribute: not a submodule of the layer (saved once, below)
-
-
 def of_model(model) -> TokenRows | None:
-    return getattr(_lm(model), ATTRIBUTE, None)
+    return getattr(unwrap(model), OWN_ROWS, None)
 
 
 def _embedding_hook(rows: TokenRows):
     def hook(module, args, output):
-        ids = args[0]
-        scale = getattr(module, "embed_scale", None)  # Gemma scales embeddings by sqrt(hidden size)
-        for j in range(len(rows.index)):
-            row = rows.rows[j] * scale.to(rows.rows.dtype) if scale is not None else rows.rows[j]
-            output = torch.where((ids == rows.index[j])[..., None], row.to(output.dtype), output)
-        return output
+        return swap_rows(output, args[0], rows.index, rows.rows, getattr(module, "embed_scale", None))
     return hook
 
 
@@ -69,7 +54,7 @@ def _head_hook(rows: TokenRows):
 
 
 def _tied_layers(model) -> tuple:
-    lm = _lm(model)
+    lm = unwrap(model)
     embed, head = lm.get_input_embeddings(), lm.get_output_embeddings()
     embed = getattr(embed, "get_base_layer", lambda: embed)()
     if head is None or getattr(head, "weight", None) is not embed.weight:
@@ -87,9 +72,9 @@ def add(model, token_ids: list[int]):
     if of_model(model) is not None:
         raise DaugError("token rows are already on this model")
     rows = TokenRows(embed.weight, token_ids)
-    setattr(lm, ATTRIBUTE, rows)
+    setattr(lm, OWN_ROWS, rows)  # a submodule of the model: its parameter is the model's
     for layer, hook in ((embed, _embedding_hook(rows)), (head, _head_hook(rows))):
-        layer.__dict__[ATTRIBUTE] = rows
+        layer.__dict__[OWN_ROWS] = rows  # what daug.training.loss.trained_rows reads
         rows.handles.append(layer.register_forward_hook(hook))
     return model
 
@@ -130,6 +115,6 @@ def fold(model):
     for handle in rows.handles:
         handle.remove()
     for layer in (embed, head):
-        layer.__dict__.pop(ATTRIBUTE, None)
-    delattr(lm, ATTRIBUTE)
+        layer.__dict__.pop(OWN_ROWS, None)
+    delattr(lm, OWN_ROWS)
     return model

@@ -289,9 +289,7 @@ class _Run:
         self.run_dir, self.fingerprint = Path(run_dir), fingerprint
         self.rank, self.world, self.device = rank, world, device
         self.examples = train.examples
-        # The chat template and system prompt: run once per batch. Not under gradient checkpointing
-        # (QLoRA): the model then keeps no key/value cache in training, so every row runs whole.
-        self.prefix = 0 if getattr(model, "is_gradient_checkpointing", False) else shared_prefix(train.examples)
+        self.prefix = shared_prefix(train.examples)  # the chat template and system prompt: run once per batch
         self.schedule = schedule(train, cfg, seed)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, cfg)

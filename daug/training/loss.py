@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from daug import DaugError
-from daug.approaches import token_rows
 from daug.training.data import IGNORE, Example, collate, encode_records
 from daug.vocabulary import of_model
 
 CHUNK = 256  # reply tokens per head chunk: 256 x 262k fp32 logits = 268 MB
+# Where daug's own trained rows (daug/approaches/token_rows.py) sit on the embedding and head they
+# act on: a plain attribute, not a submodule, so the layer's state dict does not hold them twice.
+OWN_ROWS = "daug_token_rows"
 
 
 def unwrap(model):
@@ -50,7 +52,7 @@ def trained_rows(layer) -> TrainedRows | None:
     daug's (daug/approaches/token_rows.py: approaches without peft's), else None."""
     adapter = getattr(layer, "token_adapter", None)
     if adapter is None:
-        own = token_rows.of_layer(layer)
+        own = layer.__dict__.get(OWN_ROWS)
         return TrainedRows(layer.weight, own.index, own.rows) if own is not None else None
     if adapter.disable_adapters or not adapter.active_adapters:
         return None
@@ -58,6 +60,15 @@ def trained_rows(layer) -> TrainedRows | None:
     rows = adapter.trainable_tokens_delta[name]
     index = torch.tensor(adapter.token_indices[name], device=rows.device)
     return TrainedRows(adapter.get_base_layer().weight, index, rows)
+
+
+def swap_rows(x, input_ids, index, rows, scale=None):
+    """Embeddings `x` of `input_ids` with row `rows[j]` (times the embedding's `scale`, Gemma's
+    sqrt(hidden size), if any) at the positions of token `index[j]`: what a trained row puts in."""
+    for j in range(len(index)):
+        row = rows[j] * scale.to(rows.dtype) if scale is not None else rows[j]
+        x = torch.where((input_ids == index[j])[..., None], row.to(x.dtype), x)
+    return x
 
 
 def head_log_probs(hidden, weight, softcap, rows=None, index=None, extra=None, outside=None):
@@ -198,12 +209,8 @@ class ReplyLoss(nn.Module):
         """The input embeddings with the trained rows at their tokens' positions: what peft's
         TrainableTokens layer computes, without copying the whole vocabulary matrix every step."""
         base = self.embed.token_adapter.get_base_layer()
-        x = base(input_ids)  # the frozen rows (and, on a tied model, the head's: the same tensor)
-        scale = getattr(base, "embed_scale", None)  # Gemma scales embeddings by sqrt(hidden size)
-        for j in range(len(trained.index)):
-            row = trained.rows[j] * scale.to(trained.rows.dtype) if scale is not None else trained.rows[j]
-            x = torch.where((input_ids == trained.index[j])[..., None], row.to(x.dtype), x)
-        return x
+        # the frozen rows (and, on a tied model, the head's: the same tensor), then the trained ones
+        return swap_rows(base(input_ids), input_ids, trained.index, trained.rows, getattr(base, "embed_scale", None))
 
     def _forward_hidden(self, input_ids, attention_mask, labels):
         """(hidden states that predict a reply token, those tokens, the reply-token mask) from the
@@ -238,6 +245,8 @@ class ReplyLoss(nn.Module):
         def inputs(ids):
             return {"inputs_embeds": self._embeddings(ids, trained)} if trained is not None else {"input_ids": ids}
 
+        if getattr(self.body, "gradient_checkpointing", False) and self.body.training:
+            prefix = 0  # transformers keeps no key/value cache there (QLoRA's training): every row runs whole
         if prefix:
             cache = self.body(**inputs(input_ids[:1, :prefix]), attention_mask=attention_mask[:1, :prefix],
                               use_cache=True).past_key_values
@@ -267,14 +276,18 @@ class ReplyLoss(nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits.float()
 
+    def _positions(self, input_ids, attention_mask, labels, prefix: int):
+        """`_reply_positions`, or `_forward_hidden` for an approach whose virtual tokens enter the
+        model's own forward (it runs every row whole: `prefix` does not apply)."""
+        if self.through_forward:
+            return self._forward_hidden(input_ids, attention_mask, labels)
+        return self._reply_positions(input_ids, attention_mask, labels, prefix)
+
     def forward(self, input_ids, attention_mask, labels, prefix: int = 0):
         """`prefix`: the rows' shared prompt tokens, run once for the batch (`_reply_positions`;
         gradients from every row flow into that one computation)."""
         vocab = of_model(self.model)
-        if self.through_forward:
-            selected, targets, keep = self._forward_hidden(input_ids, attention_mask, labels)
-        else:
-            selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels, prefix)
+        selected, targets, keep = self._positions(input_ids, attention_mask, labels, prefix)
         frozen = self._frozen_head()
         if frozen is not None:
             weight, rows, index = frozen
@@ -293,10 +306,7 @@ class ReplyLoss(nn.Module):
         approach whose virtual tokens enter the model's own forward.
         """
         vocab = of_model(self.model)
-        if self.through_forward:
-            selected, targets, keep = self._forward_hidden(input_ids, attention_mask, labels)
-        else:
-            selected, targets, keep = self._reply_positions(input_ids, attention_mask, labels, prefix)
+        selected, targets, keep = self._positions(input_ids, attention_mask, labels, prefix)
         rows = keep.nonzero()[:, 0]  # the row of each selected position, in `selected`'s order
         sums = torch.zeros(keep.shape[0], dtype=torch.float64, device=selected.device)
         frozen = self._frozen_head()
