@@ -6,15 +6,18 @@ The grid: each approach's reference rate (params `tuning.reference`) times each 
 `tuning.factors`, one training seed (`tuning.seed`) of one run per approach (`tuning.dataset`,
 `tuning.method`, the profile's size and schedule), trained exactly as the train stage trains it.
 The rule, the same for every approach: the rate with the lowest best validation loss (the train
-stage's, on `train.val_examples` validation records); a rate at the edge of the grid is flagged,
-since a better one may lie beyond it. The test split is never read.
+stage's, on `train.val_examples` validation records). A rate at the edge of the grid may hide a
+better one beyond it: the grid then grows one factor further on that side (the grid's own step),
+up to `tuning.extend` times, and a choice still at an edge is flagged. The test split is never read.
 
     python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]   (default: the `approaches` study's)
 
-trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/, so a
-killed grid resumes), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
+trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
 chosen rate per approach, the rule) and prints the `approaches:` lines for the profile's params file, where the study reads them (`approaches.<name>.learning_rate`); the
-approaches report prints each approach's rate and this rule (daug/report/approaches.py).
+approaches report prints each approach's rate and this rule (daug/report/approaches.py). A row
+already in that file for the same approach and rate (and dataset, method and seed) is kept, not
+trained again, so a killed grid resumes and a wider grid trains only its new rates; delete the
+file, or the approach's rows, to train them again.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ from pathlib import Path
 from daug import DaugError
 
 STUDY = "approaches"  # the study whose approaches the grid tunes by default
-RULE = ("the rate with the lowest best validation loss (one seed, the run's full schedule); "
-        "a choice at the edge of the grid is flagged")
+RULE = ("the rate with the lowest best validation loss (one seed, the run's full schedule); a choice at "
+        "an edge of the grid extends it one factor further on that side (up to tuning.extend times), and "
+        "one still at an edge is flagged")
 
 
 def config(params: dict) -> dict:
@@ -51,6 +55,9 @@ def config(params: dict) -> dict:
     if not isinstance(factors, list) or len(factors) < 2 or not all(
             isinstance(f, (int, float)) and f > 0 for f in factors) or sorted(factors) != factors:
         raise DaugError(f"params tuning.factors: {factors!r}; expected at least 2 increasing numbers > 0")
+    extend = cfg.get("extend", 0)
+    if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
+        raise DaugError(f"params tuning.extend: {extend!r}; expected an integer >= 0")
     return cfg
 
 
@@ -74,11 +81,13 @@ def rate(reference: float, factor: float) -> float:
     return float(f"{reference * factor:.3g}")  # 3.33e-4, not 0.00033333333333333332
 
 
-def choose(rows: list[dict], factors: list[float]) -> dict:
-    """{approach: {"learning_rate", "factor", "val_loss", "at_edge"}}: the rule above, per approach.
-    A row without a finite loss (a run that diverged) is never chosen."""
+def choose(rows: list[dict]) -> dict:
+    """{approach: {"learning_rate", "factor", "val_loss", "at_edge"}}: the rule above, per approach;
+    `at_edge`: the smallest or largest factor that approach tried. A row without a finite loss (a
+    run that diverged) is never chosen."""
     chosen = {}
     for approach in dict.fromkeys(r["approach"] for r in rows):
+        tried = [r["factor"] for r in rows if r["approach"] == approach]
         mine = [r for r in rows if r["approach"] == approach and r["val_loss"] is not None
                 and math.isfinite(r["val_loss"])]
         if not mine:
@@ -86,8 +95,14 @@ def choose(rows: list[dict], factors: list[float]) -> dict:
             continue
         best = min(mine, key=lambda r: (r["val_loss"], r["factor"]))  # a tie: the smaller rate
         chosen[approach] = {"learning_rate": best["learning_rate"], "factor": best["factor"],
-                            "val_loss": best["val_loss"], "at_edge": best["factor"] in (factors[0], factors[-1])}
+                            "val_loss": best["val_loss"], "at_edge": best["factor"] in (min(tried), max(tried))}
     return chosen
+
+
+def beyond(factors: list[float], low: bool) -> float:
+    """The next factor past the grid's low (or high) edge, one of the grid's own steps further."""
+    f = sorted(factors)
+    return float(f"{f[0] * f[0] / f[1]:.3g}") if low else float(f"{f[-1] * f[-1] / f[-2]:.3g}")
 
 
 def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None = None,
@@ -113,37 +128,60 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
         approach_of(params, name).check_token_rows(rows_trained)
     paths = Paths.of(params)
     scratch = scratch or paths.root / CHECKPOINTS / paths.profile / "tuning"
-    # another approach's rows of an earlier grid stay (`--approaches` re-runs some)
-    kept = [r for r in json.loads(out.read_text(encoding="utf-8"))["rows"] if r["approach"] not in names] \
-        if out is not None and out.exists() else []
-    rows = list(kept)
+    earlier = json.loads(out.read_text(encoding="utf-8")) if out is not None and out.exists() else {"rows": []}
+    # another approach's rows of an earlier grid stay (`--approaches` re-runs some); a rate an earlier
+    # grid of the same data and seed trained is not trained again (a killed or widened grid resumes)
+    rows = [r for r in earlier["rows"] if r["approach"] not in names]
+    done = {(r["approach"], r["learning_rate"]): r for r in earlier["rows"]} if _same_grid(earlier, cfg) else {}
+
+    def trained(approach: str, factor: float) -> dict:
+        lr = rate(cfg["reference"][approach], factor)
+        if (approach, lr) in done:
+            print(f"tuning {approach}: learning rate {lr:g} already in {out}", flush=True)
+            return done[(approach, lr)]
+        p = copy.deepcopy(params)
+        p["approaches"][approach] = {**(p["approaches"][approach] or {}), "learning_rate": lr}
+        p["train"] = {**p["train"], "seeds": [cfg["seed"]], "seeds_by_dataset": None, "learning_rate_scale": 1.0}
+        run = Grid.of(p).run(cfg["dataset"], cfg["method"], approach)
+        folder = scratch / f"{approach}-lr{lr:g}"
+        print(f"tuning {approach}: learning rate {lr:g} ({factor:g} x {cfg['reference'][approach]:g})", flush=True)
+        start = time.perf_counter()
+        result = train.stage(p, run, out=folder / "weights", runs=folder / "checkpoints",
+                             report_csv=folder / "loss.csv", report_json=folder / "summary.json",
+                             report_val=folder / "val.jsonl", report_timings=folder / "timings.json",
+                             **(inputs or {}))
+        summary = result[f"seed-{cfg['seed']}"]
+        return {"approach": approach, "reference": cfg["reference"][approach], "factor": factor,
+                "learning_rate": lr, "val_loss": summary["val_loss_best"],
+                "val_loss_initial": summary["val_loss_initial"], "best_step": summary["best_step"],
+                "seconds": round(time.perf_counter() - start, 1)}
+
     for approach in names:
-        for factor in cfg["factors"]:
-            lr = rate(cfg["reference"][approach], factor)
-            p = copy.deepcopy(params)
-            p["approaches"][approach] = {**(p["approaches"][approach] or {}), "learning_rate": lr}
-            p["train"] = {**p["train"], "seeds": [cfg["seed"]], "seeds_by_dataset": None, "learning_rate_scale": 1.0}
-            run = Grid.of(p).run(cfg["dataset"], cfg["method"], approach)
-            folder = scratch / f"{approach}-lr{lr:g}"
-            print(f"tuning {approach}: learning rate {lr:g} ({factor:g} x {cfg['reference'][approach]:g})", flush=True)
-            start = time.perf_counter()
-            result = train.stage(p, run, out=folder / "weights", runs=folder / "checkpoints",
-                                 report_csv=folder / "loss.csv", report_json=folder / "summary.json",
-                                 report_val=folder / "val.jsonl", report_timings=folder / "timings.json",
-                                 **(inputs or {}))
-            summary = result[f"seed-{cfg['seed']}"]
-            rows.append({"approach": approach, "reference": cfg["reference"][approach], "factor": factor,
-                         "learning_rate": lr, "val_loss": summary["val_loss_best"],
-                         "val_loss_initial": summary["val_loss_initial"], "best_step": summary["best_step"],
-                         "seconds": round(time.perf_counter() - start, 1)})
+        factors = list(cfg["factors"])
+        for factor in factors:
+            rows.append(trained(approach, factor))
+            if out is not None:
+                write_json(out, document(cfg, rows))
+        for _ in range(cfg.get("extend", 0)):
+            choice = choose([r for r in rows if r["approach"] == approach])[approach]
+            if not choice["at_edge"]:
+                break
+            factor = beyond(factors, low=choice["factor"] == min(factors))
+            factors.append(factor)
+            rows.append(trained(approach, factor))
             if out is not None:
                 write_json(out, document(cfg, rows))
     return document(cfg, rows)
 
 
+def _same_grid(doc: dict, cfg: dict) -> bool:
+    """Whether an earlier grid's rows were trained on the same data and seed (their rates are reusable)."""
+    return (doc.get("dataset"), doc.get("method"), doc.get("seed")) == (cfg["dataset"], cfg["method"], cfg["seed"])
+
+
 def document(cfg: dict, rows: list[dict]) -> dict:
     return {"rule": RULE, "dataset": cfg["dataset"], "method": cfg["method"], "seed": cfg["seed"],
-            "factors": cfg["factors"], "rows": rows, "chosen": choose(rows, cfg["factors"])}
+            "factors": cfg["factors"], "extend": cfg.get("extend", 0), "rows": rows, "chosen": choose(rows)}
 
 
 def params_lines(doc: dict) -> str:

@@ -208,16 +208,12 @@ def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(pro
     assert abs(tuned - base) > 1e-3  # the virtual tokens are used
     assert tuned == pytest.approx(prompt_tuned["summary"]["seed-0"]["val_loss_best"], rel=1e-4)  # as in training
     # The reply-only head on the captured hidden states = cross-entropy of the peft model's own logits.
-    from daug.training.loss import IGNORE
     nll = tokens = 0.0
     with torch.no_grad():
         for e in encode_records(tokenizer, records, system, 96, source="val").examples:
             ids, labels = torch.tensor([e.input_ids]), torch.tensor([e.labels])
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1]:]
-            keep = labels[0, 1:] != IGNORE
-            nll += torch.nn.functional.cross_entropy(logits[0, :-1][keep].float(), labels[0, 1:][keep],
-                                                     reduction="sum").item()
-            tokens += int(keep.sum())
+            total, count = own_nll(model, ids, torch.ones_like(ids), labels)
+            nll, tokens = nll + total, tokens + count
     assert tuned == pytest.approx(nll / tokens, rel=1e-4)
     # Without the approach, the fast loss runs the decoder stack alone and would miss them: the base loss.
     skipped = validation_loss(model, tokenizer, records, system, 96, 4)
@@ -240,13 +236,22 @@ def test_an_approach_that_cannot_train_token_rows_fails_before_any_work(smoke_pa
     assert loads == []  # checked before the model loads
 
 
-def own_loss(model, ids, mask, labels) -> float:
-    """The model's own causal-LM loss over the reply tokens (logits at every position)."""
+def own_nll(model, ids, mask, labels) -> tuple[float, int]:
+    """(summed negative log-likelihood, tokens) of the reply tokens under the model's own logits at
+    every position (a prompt-tuned model's come after its virtual tokens): the reference daug's
+    reply-only loss must equal."""
     from daug.training.loss import IGNORE
 
     logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1]:]
     keep = labels[:, 1:] != IGNORE
-    return torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[:, 1:][keep]).item()
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1][keep].float(), labels[:, 1:][keep], reduction="sum")
+    return nll.item(), int(keep.sum())
+
+
+def own_loss(model, ids, mask, labels) -> float:
+    """The model's own causal-LM loss over the reply tokens: mean nats per token (own_nll)."""
+    total, count = own_nll(model, ids, mask, labels)
+    return total / count
 
 
 def moved(model, names=("trainable_tokens_delta", "daug_token_rows.rows", "lora_B")):

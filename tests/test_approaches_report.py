@@ -62,7 +62,10 @@ def built(tmp_path_factory, study_params):
 def test_every_claims_comparisons_are_read_at_its_size_once():
     pairs = claim_pairs([4, None])
     assert ("lora-qv", "full") in pairs[4] and ("full", "lora-qv") in pairs[None]
-    assert all(len(p) == len(set(p)) for p in pairs.values())  # a comparison two claims share is one
+    # a comparison two claims share is one, in either direction (full > adapter, adapter >= full)
+    assert all(len({frozenset(q) for q in p}) == len(p) for p in pairs.values())
+    assert ("full", "adapter") in pairs[None] and ("adapter", "full") not in pairs[None]
+    assert set(claim_pairs([None])) == {None} and ("lora-qv", "full") not in claim_pairs([None])[None]
 
 
 def test_verdicts_follow_the_known_effects_at_the_margin_and_at_half_of_it(built):
@@ -95,13 +98,52 @@ def test_half_the_margin_changes_the_adapter_verdict_only(study_params, built):
     assert missing["adapter_slight_drop"] == NOT_IN_STUDY and missing["prompt_worst"] == "supported"
 
 
+def test_the_learning_rate_table_shows_the_grid_each_rate_was_chosen_from(study_params):
+    from daug.report.approaches import learning_rates
+    from daug.tuning import choose
+
+    rows = [{"approach": "full", "factor": f, "learning_rate": lr, "val_loss": v}
+            for f, lr, v in ((0.333, 3.33e-5, 4.6), (1, 1e-4, 4.4), (3, 3e-4, 4.5))]
+    params = copy.deepcopy(study_params)
+    params["approaches"]["full"] = {**params["approaches"]["full"], "learning_rate": 1e-4}
+    runs = [r for r in Grid.of(params).study_runs("approaches") if r.approach in ("full", "prompt")]
+    table = learning_rates(params, runs, {"rows": rows, "chosen": choose(rows)}).set_index("approach")
+    assert table.loc["full", "grid: rate (best val loss)"] == "3.33e-05 (4.6000), 0.0001 (4.4000), 0.0003 (4.5000)"
+    assert table.loc["full", "grid's choice"] == "0.0001" and table.loc["full", "set in"] == "approaches.full.learning_rate"
+    assert table.loc["prompt", "grid: rate (best val loss)"] == "not tuned"
+
+
+def test_a_study_selected_beside_it_with_the_same_claims_is_judged_with_it(study_params, built):
+    """The small-data cells as their own study (params `approaches-small`: only LoRA and full
+    fine-tuning, the two the small-data claims compare) give the same small-data verdicts, and none
+    of the other approaches' small-data runs is read."""
+    root = built[0]
+    params = copy.deepcopy(study_params)
+    main = {"datasets": ["zhenhuan"], "methods": ["none"], "approaches": APPROACHES, "claims": "approaches"}
+    params["studies"]["approaches"] = {**main, "sizes": [None]}
+    params["studies"]["approaches-small"] = {**main, "approaches": ["lora-qv", "full"], "sizes": [4]}
+    params["study"] = "approaches,approaches-small"
+    params.update(tables(params, params["study"]))
+    assert params["report_folder"] == "smoke-approaches"
+    split = build_report("smoke", params, root / "reports/split", root=root)
+    verdicts = split.claims.set_index("claim").verdict
+    whole = built[1].claims.set_index("claim").verdict
+    assert (verdicts == whole).all()
+    assert list(split.forest[split.forest["size"].map(lambda s: s == 4)].comparison) == ["lora-qv - full"]
+    alone = {**params, "study": "approaches"}
+    alone.update(tables(alone, "approaches"))
+    one_size = build_report("smoke", alone, root / "reports/alone", root=root).claims.set_index("claim").verdict
+    assert set(one_size[["full_small_data", "lora_small_data"]]) == {NOT_IN_STUDY}  # not read at the one size
+    assert one_size["full_best"] == whole["full_best"]
+
+
 def test_the_report_has_the_table_curves_and_grid_sections(built):
     html = built[1].html.read_text(encoding="utf-8")
     for heading in ("Summary", "Approaches side by side", "Claims and their comparisons",
                     "Learning rates chosen on validation data", "Glossary"):
         assert heading in html
     assert "approach-curves" in built[1].figures
-    assert "params/tuning/&lt;profile&gt;.json" in html or "params/tuning/<profile>.json" in html
+    assert "no grid file for this profile" in html  # smoke has no params/tuning/smoke.json
 
 
 @pytest.mark.skipif(not __import__("tests.browser", fromlist=["chromium"]).chromium(),

@@ -136,12 +136,13 @@ def test_the_gain_study_runs_its_sizes_mix_and_filter_into_its_own_report(smoke_
 
 
 def test_the_approaches_study_trains_each_approach_into_its_own_report(smoke_repo):
-    """`STUDY=approaches` (issue 24): full fine-tuning beside LoRA at two sizes, end to end; the LoRA
-    runs it shares with the paper and gain studies are not run again."""
+    """`STUDY=approaches,approaches-small` (issue 24): full fine-tuning beside LoRA at two sizes, the
+    small-data cells judged with the rest, end to end; the LoRA runs it shares with the paper and
+    gain studies are not run again."""
     import json
 
     repo, _ = smoke_repo
-    run([sys.executable, "-m", "daug", "profile", "smoke", "--study", "approaches"], repo)
+    run([sys.executable, "-m", "daug", "profile", "smoke", "--study", "approaches,approaches-small"], repo)
     out = run(["dvc", "repro"], repo).stdout
     ran = ran_stages(out)
     assert {"train@zhenhuan-none-full-n4", "train@zhenhuan-none-full", "evaluate@zhenhuan-none-full"} <= ran
@@ -149,6 +150,8 @@ def test_the_approaches_study_trains_each_approach_into_its_own_report(smoke_rep
     html = (repo / "reports/smoke-approaches/study.html").read_text(encoding="utf-8")
     for heading in ("Approaches side by side", "Claims and their comparisons", "Learning rates chosen on validation data"):
         assert heading in html
+    md = (repo / "reports/smoke-approaches/study.md").read_text(encoding="utf-8")
+    assert "lora-qv > full" in md  # the small-data claims, read at approaches-small's 4 originals
     full = repo / "models/adapters/zhenhuan/none-full/seed-0"
     assert (full / "model.safetensors").exists() or any(full.glob("*.safetensors"))  # a plain checkpoint
     metrics = json.loads((repo / "reports/smoke-approaches/eval/zhenhuan-none-full-n4.json").read_text(encoding="utf-8"))

@@ -27,12 +27,38 @@ def test_the_lowest_validation_loss_wins_and_an_edge_of_the_grid_is_flagged():
     rows = [row("lora-qv", 0.333, 4.5), row("lora-qv", 1, 4.2), row("lora-qv", 3, 4.3),
             row("full", 0.333, 4.1, 1e-4), row("full", 1, 4.4, 1e-4), row("full", 3, math.nan, 1e-4),
             row("prompt", 0.333, 5.0, 1e-2), row("prompt", 1, 5.0, 1e-2), row("prompt", 3, None, 1e-2)]
-    chosen = choose(rows, factors)
+    chosen = choose(rows)
     assert chosen["lora-qv"] == {"learning_rate": 1e-3, "factor": 1, "val_loss": 4.2, "at_edge": False}
     assert chosen["full"]["learning_rate"] == 3.33e-5 and chosen["full"]["at_edge"] is True  # smallest rate: flagged
     assert chosen["prompt"]["factor"] == 0.333  # a tie: the smaller rate; a diverged run is never chosen
     assert "lora-qv: {learning_rate: 0.001}" in params_lines({"chosen": chosen})
     assert "(edge of the grid)" in params_lines({"chosen": chosen}).splitlines()[1]
+
+
+def test_a_choice_at_an_edge_widens_the_grid_and_a_trained_rate_is_not_trained_again(smoke_params, tmp_path,
+                                                                                     monkeypatch):
+    from daug import train
+
+    calls = []
+
+    def stage(p, run, **_):  # a validation loss whose minimum (1e-4) lies below the grid's rates
+        lr = p["approaches"][run.approach]["learning_rate"]
+        calls.append(lr)
+        return {"seed-0": {"val_loss_best": 4.0 + (math.log10(lr) + 4) ** 2, "val_loss_initial": 5.6, "best_step": 30}}
+
+    monkeypatch.setattr(train, "stage", stage)
+    params = copy.deepcopy(smoke_params)
+    params["tuning"] = {**params["tuning"], "factors": [0.333, 1, 3], "extend": 2, "reference": {"lora-qv": 1e-3}}
+    out = tmp_path / "grid.json"
+    doc = grid(params, ["lora-qv"], scratch=tmp_path / "scratch", out=out)
+    assert calls == [3.33e-4, 1e-3, 3e-3, 1.11e-4, 3.7e-5]  # two steps past the low edge, then interior
+    assert doc["chosen"]["lora-qv"] == {"learning_rate": 1.11e-4, "factor": 0.111, "val_loss": doc["rows"][3]["val_loss"],
+                                        "at_edge": False}
+    calls.clear()
+    assert grid(params, ["lora-qv"], scratch=tmp_path / "scratch", out=out)["rows"] == doc["rows"] and calls == []
+    params["tuning"]["extend"] = 0  # no widening: the edge is flagged instead
+    flagged = grid(params, ["lora-qv"], scratch=tmp_path / "scratch", out=tmp_path / "other.json")
+    assert flagged["chosen"]["lora-qv"]["at_edge"] is True and len(calls) == 3
 
 
 def test_a_grid_setting_that_cannot_work_is_named():
@@ -43,6 +69,8 @@ def test_a_grid_setting_that_cannot_work_is_named():
         config({**params, "tuning": {"reference": {"lora-qv": -1}}})
     with pytest.raises(DaugError, match="tuning.factors"):
         config({**params, "tuning": {"reference": {"lora-qv": 1e-3}, "factors": [3, 1]}})
+    with pytest.raises(DaugError, match="tuning.extend: -1"):
+        config({**params, "tuning": {"reference": {"lora-qv": 1e-3}, "factors": [1, 3], "extend": -1}})
 
 
 def test_an_approach_that_cannot_train_the_end_of_turn_row_fails_before_any_work(smoke_params, tmp_path,

@@ -32,7 +32,7 @@ import pandas as pd
 
 from daug import DaugError
 from daug.report.claims import COMBINATION, combine
-from daug.report.gain import load_losses, size_label, study_runs  # the gain study's: the same machinery
+from daug.report.gain import compare_groups, load_losses, size_label, sized, study_runs  # the gain study's machinery
 from daug.stats import CONTRADICTED, EQUIVALENT, INCONCLUSIVE, SUPPORTED
 
 LARGEST, SMALLEST = "largest", "smallest"
@@ -72,46 +72,36 @@ def ordered_sizes(sizes: list, params: dict) -> list:
     return sorted(dict.fromkeys(sizes), key=lambda s: (s if s is not None else (default or float("inf"))))
 
 
+def read_at(sizes: list) -> dict:
+    """{LARGEST: size, SMALLEST: size} of the study's sizes (smallest first); a study of one size has
+    no small-data claims: they compare two sizes' worth of evidence, not one size twice."""
+    return {LARGEST: sizes[-1], **({SMALLEST: sizes[0]} if len(sizes) > 1 else {})}
+
+
 def claim_pairs(sizes: list) -> dict:
     """{size: [(x, y)]}: the distinct comparisons the claims read at each of the study's sizes."""
-    at = {LARGEST: sizes[-1], SMALLEST: sizes[0]}
+    at = read_at(sizes)
     out: dict = {}
     for claim in CLAIMS:
+        if claim.size not in at:
+            continue
         for x, _, y in claim.comparisons:
             pairs = out.setdefault(at[claim.size], [])
-            if (x, y) not in pairs:
+            if (x, y) not in pairs and (y, x) not in pairs:  # y - x is x - y negated: one comparison
                 pairs.append((x, y))
     return out
 
 
 def comparisons(values: dict, sizes: list, alpha: float, power: float) -> pd.DataFrame:
-    """One row per distinct comparison of the claims, per dataset and method: seed-paired, one family."""
-    from daug import stats
-
+    """One row per distinct comparison of the claims, per dataset, method and size (claim_pairs):
+    seed-paired, one family (daug.report.gain.compare_groups)."""
     wanted = claim_pairs(sizes)
-    family = {}
-    for (ds, method, size), vals in values.items():
-        pairs = [(x, y) for x, y in wanted.get(size, []) if x in vals and y in vals]
-        if not pairs:
-            continue
-        seeds = {v.shape[0] for v in vals.values()}
-        if len(seeds) != 1:
-            raise DaugError(f"report: {ds}-{method} at size {size}: the approaches have different numbers of "
-                            f"training seeds ({sorted(seeds)}); pairing needs the same seeds in every approach")
-        if seeds.pop() >= 2:
-            diffs = stats.seed_paired(vals, pairs)
-        else:
-            diffs = {(x, y): stats.two_level_bootstrap(vals[x], vals[y], n_resamples=2000, seed=0) for x, y in pairs}
-        family.update({(ds, method, size, x, y): d for (x, y), d in diffs.items()})
-    compared = stats.compare_family(family, alpha=alpha, power=power)
+    compared = compare_groups(values, lambda group, _: wanted.get(group[2], []), alpha, power, arms="approaches")
     rows = [{"dataset": ds, "method": method, "size": size, "x": x, "y": y, "comparison": f"{x} - {y}",
              "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high, "half_width": c.half_width,
              "level": c.level, "p_holm": c.p_holm, "mde": c.mde, "seeds": c.n_seeds_a, "n": c.n, "m": len(compared)}
             for (ds, method, size, x, y), c in compared.items()]
-    frame = pd.DataFrame(rows)
-    if rows:  # None (the profile's size) must stay None, not become NaN
-        frame["size"] = pd.Series([r["size"] for r in rows], dtype=object)
-    return frame
+    return sized(pd.DataFrame(rows), rows)
 
 
 NOT_IN_STUDY = "not in this study"
@@ -121,27 +111,25 @@ def judge(rows: pd.DataFrame, sizes: list, margin: float, approaches: list[str],
           groups: list[tuple[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one verdict per claim and (dataset, method) of `groups`, the evidence rows: one per comparison
     and claim). A comparison of an approach the study does not train is left out; a claim left with
-    none is `not in this study`."""
+    none, or a small-data claim of a study of one size, is `not in this study`."""
     from daug import stats
 
-    at = {LARGEST: sizes[-1], SMALLEST: sizes[0]}
+    at = read_at(sizes)
     evidence, verdicts = [], []
     for ds, method in groups:
         for claim in CLAIMS:
-            size = at[claim.size]
+            size = at.get(claim.size)
             outcomes = []
             present = [(x, r, y) for x, r, y in claim.comparisons if x in approaches and y in approaches]
-            if not present:
+            if not present or claim.size not in at:
                 verdicts.append({"claim": claim.key, "text": claim.text, "dataset": ds, "method": method,
                                  "size": size, "verdict": NOT_IN_STUDY})
                 continue
             for x, relation, y in present:
-                hit = rows[(rows.dataset == ds) & (rows.method == method) & (rows.x == x) & (rows.y == y)
-                           & rows["size"].map(lambda s, want=size: s == want)] if len(rows) else rows
-                if hit.empty:
-                    outcome, r = INCONCLUSIVE, None
+                r = _row(rows, ds, method, size, x, y)
+                if r is None:
+                    outcome = INCONCLUSIVE
                 else:
-                    r = hit.iloc[0]
                     outcome = stats.verdict(relation, r.ci_low, r.ci_high, higher_is_better=False, margin=margin)
                 outcomes.append(outcome)
                 evidence.append({"claim": claim.key, "dataset": ds, "method": method, "size": size,
@@ -150,16 +138,25 @@ def judge(rows: pd.DataFrame, sizes: list, margin: float, approaches: list[str],
                                  "p_holm": None if r is None else r.p_holm, "verdict": outcome})
             verdicts.append({"claim": claim.key, "text": claim.text, "dataset": ds, "method": method, "size": size,
                              "verdict": combine(outcomes)})
-    return (_sized(pd.DataFrame(verdicts, columns=["claim", "text", "dataset", "method", "size", "verdict"]), verdicts),
-            _sized(pd.DataFrame(evidence, columns=["claim", "dataset", "method", "size", "comparison", "diff", "ci_low",
+    return (sized(pd.DataFrame(verdicts, columns=["claim", "text", "dataset", "method", "size", "verdict"]), verdicts),
+            sized(pd.DataFrame(evidence, columns=["claim", "dataset", "method", "size", "comparison", "diff", "ci_low",
                                                    "ci_high", "p_holm", "verdict"]), evidence))
 
 
-def _sized(frame: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
-    """None (the profile's size) stays None beside integers, never NaN."""
-    if rows:
-        frame["size"] = pd.Series([r["size"] for r in rows], dtype=object)
-    return frame
+def _row(rows: pd.DataFrame, ds: str, method: str, size, x: str, y: str) -> pd.Series | None:
+    """The comparison x - y of one data group: its row, or y - x's negated (a pair the claims share
+    in both directions is one comparison of the family); None when it was not made."""
+    if not len(rows):
+        return None
+    at = rows[(rows.dataset == ds) & (rows.method == method) & rows["size"].map(lambda s: s == size)]
+    for a, b, sign in ((x, y, 1), (y, x, -1)):
+        hit = at[(at.x == a) & (at.y == b)]
+        if not hit.empty:
+            r = hit.iloc[0].copy()
+            if sign < 0:
+                r["diff"], r["ci_low"], r["ci_high"] = -r["diff"], -r.ci_high, -r.ci_low
+            return r
+    return None
 
 
 def decisive(evidence: pd.DataFrame, verdict: str) -> str:
@@ -190,9 +187,11 @@ def _folder_bytes(folder: Path) -> int | None:
 
 
 def measures(paths, runs) -> pd.DataFrame:
-    """Per run (mean over its seeds): learning rate, tokens/s, seconds and step of the validation
-    minimum, best validation and test loss, the rise after the minimum, degeneration shares and
-    chrF of the generated replies, bytes stored per character (one seed's weights)."""
+    """Per run (mean over its seeds): what it trains (trainable parameters, their share), what it
+    costs (learning rate, tokens/s, peak resident memory, seconds per seed, seconds to the best step,
+    megabytes stored per character: one seed's weights), and what it reaches (step, best validation
+    loss, its rise to the last evaluation, test loss, BLEU, ROUGE-L, chrF and degeneration shares of
+    the generated replies)."""
     from daug.paths import seed_dir
 
     rows = []
@@ -210,35 +209,73 @@ def measures(paths, runs) -> pd.DataFrame:
             rise = mean(list((per_seed.final - per_seed.best) / per_seed.tokens))
         generated = [m for m in ev.values() if isinstance(m, dict) and m.get("generated")]
         first = paths.adapters(run) / seed_dir(int(train[seeds[0]]["seed"])) if seeds else None
+        timed = [s for s in seeds if s in times]
         rows.append({
             "run": run.name, "approach": run.approach, "method": run.method, "size": run.size,
+            "trainable": mean([train[s]["trainable_parameters"] for s in seeds if "trainable_parameters" in train[s]]),
+            "share": mean([train[s]["trainable_share"] for s in seeds if "trainable_share" in train[s]]),
             "learning rate": train[seeds[0]].get("learning_rate") if seeds else None,
-            "tokens/s": mean([times[s]["tokens_per_second"] for s in seeds if s in times]),
-            "seconds per seed": mean([times[s]["seconds"] for s in seeds if s in times]),
+            "tokens/s": mean([times[s]["tokens_per_second"] for s in timed]),
+            "peak MB": mean([times[s]["peak_rss_mb"] for s in timed if times[s].get("peak_rss_mb") is not None]),
+            "seconds per seed": mean([times[s]["seconds"] for s in timed]),
+            # training time is spread evenly over the steps run: the seconds until the best state
+            "seconds to best": mean([times[s]["train_seconds"] * train[s]["best_step"] / max(train[s]["stop_step"], 1)
+                                     for s in timed if "train_seconds" in times[s] and "stop_step" in train[s]]),
+            "MB stored": (_folder_bytes(first) or 0) / 2**20 if first is not None else None,
             "best step": mean([train[s]["best_step"] for s in seeds]),
             "best val loss": mean([train[s]["val_loss_best"] for s in seeds]),
             "val rise after best": rise,
             "test loss": mean([m["test_loss"] for m in ev.values() if isinstance(m, dict) and "test_loss" in m]),
+            "BLEU": mean([m["bleu"]["score"] for m in generated]),
+            "ROUGE-L": mean([m["rougeL"]["score"] for m in generated]),
             "chrF": mean([m["chrf"]["score"] for m in generated]),
             "loops": mean([m["degeneration"]["share"]["loops"] for m in generated]),
             "at limit": mean([m["degeneration"]["share"]["at_limit"] for m in generated]),
-            "MB stored": (_folder_bytes(first) or 0) / 2**20 if first is not None else None,
         })
-    return _sized(pd.DataFrame(rows), rows)
+    return sized(pd.DataFrame(rows), rows)
 
 
-def learning_rates(params: dict, runs) -> pd.DataFrame:
+# The side-by-side tables' columns (measures), each with its format: what an approach trains and
+# costs, then what it reaches.
+COST_COLUMNS = (("trainable", "{:,.0f}"), ("share", "{:.3%}"), ("learning rate", "{:g}"), ("tokens/s", "{:.0f}"),
+                ("peak MB", "{:,.0f}"), ("seconds per seed", "{:.0f}"), ("seconds to best", "{:.0f}"),
+                ("MB stored", "{:.2f}"))
+FIT_COLUMNS = (("best step", "{:.0f}"), ("best val loss", "{:.4f}"), ("val rise after best", "{:+.4f}"),
+               ("test loss", "{:.4f}"), ("BLEU", "{:.1f}"), ("ROUGE-L", "{:.1f}"), ("chrF", "{:.1f}"),
+               ("loops", "{:.0%}"), ("at limit", "{:.0%}"))
+
+
+def shown(measured: pd.DataFrame, columns, params: dict) -> pd.DataFrame:
+    """Some of measures' columns beside the run's axes, formatted ("–": not measured)."""
+    out = measured[["approach", "method", "size"]].copy()
+    out["size"] = [size_label(s, params) for s in out["size"]]
+    for col, fmt in columns:
+        out[col] = [fmt.format(v) if v is not None and v == v else "–" for v in measured[col]]
+    return out
+
+
+def learning_rates(params: dict, runs, grid: dict | None = None) -> pd.DataFrame:
     """Each approach's learning rate as its runs train (daug.runs.train_params: the schedule's, else
-    the approach's own, else train's)."""
+    the approach's own, else train's), and the evidence for it: `grid`, the tuning document
+    (daug/tuning.py, params/tuning/<profile>.json), each rate tried with its best validation loss."""
     from daug.runs import train_params
 
     rows = {}
     for run in runs:
-        rows.setdefault(run.approach, {"approach": run.approach,
-                                       "learning rate": f"{train_params(params, run)['learning_rate']:g}",
-                                       "set in": "approaches." + run.approach + ".learning_rate"
-                                       if ((params.get("approaches") or {}).get(run.approach) or {}).get("learning_rate")
-                                       is not None else "train.learning_rate"})
+        if run.approach in rows:
+            continue
+        own = ((params.get("approaches") or {}).get(run.approach) or {}).get("learning_rate")
+        row = {"approach": run.approach, "learning rate": f"{train_params(params, run)['learning_rate']:g}",
+               "set in": f"approaches.{run.approach}.learning_rate" if own is not None else "train.learning_rate"}
+        if grid is not None:
+            tried = sorted((r for r in grid["rows"] if r["approach"] == run.approach), key=lambda r: r["learning_rate"])
+            chosen = (grid.get("chosen") or {}).get(run.approach) or {}
+            row["grid: rate (best val loss)"] = ", ".join(
+                f"{r['learning_rate']:g} ({r['val_loss']:.4f})" if r["val_loss"] is not None else f"{r['learning_rate']:g} (-)"
+                for r in tried) or "not tuned"
+            row["grid's choice"] = (f"{chosen['learning_rate']:g}{' (edge)' if chosen.get('at_edge') else ''}"
+                                    if chosen.get("learning_rate") is not None else "–")
+        rows[run.approach] = row
     return pd.DataFrame(list(rows.values()))
 
 
@@ -340,19 +377,17 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
             f"the margin {c['margin']:g} and at half of it.", fold=False)
     w.doc.contents()
     w.doc.heading("Approaches side by side")
-    shown = measured.copy()
-    shown["size"] = [size_label(s, params) for s in shown["size"]]
-    for col, fmt in (("learning rate", "{:g}"), ("tokens/s", "{:.0f}"), ("seconds per seed", "{:.0f}"),
-                     ("best step", "{:.0f}"), ("best val loss", "{:.4f}"), ("val rise after best", "{:+.4f}"),
-                     ("test loss", "{:.4f}"), ("chrF", "{:.1f}"), ("loops", "{:.0%}"), ("at limit", "{:.0%}"),
-                     ("MB stored", "{:.2f}")):
-        shown[col] = [fmt.format(v) if v is not None and v == v else "–" for v in shown[col]]
-    w.doc.table(shown.drop(columns=["run"]), "Per run, mean over its training seeds: the learning rate (chosen on "
-                "validation data), real training tokens per second, seconds per seed (training and its validations), "
-                "the step of the best validation loss, that loss, its rise to the last evaluation, the test loss, "
-                "sentence chrF and degeneration shares of the replies (first seeds), megabytes stored per character "
-                "(one seed's weights: a peft adapter, or a whole checkpoint for full and last-layers training). Peak "
-                "memory: benchmarks/bench_approaches.py.", fold=False)
+    w.doc.table(shown(measured, COST_COLUMNS, params), "What each run trains and costs, mean over its training "
+                "seeds: trainable parameters (a tied tensor counted once) and their share of the model's, the learning "
+                "rate (chosen on validation data), real training tokens per second, the training process's peak "
+                "resident memory, seconds per seed (training and its validations), training seconds until the best "
+                "validation state (the steps' time pro rata), and megabytes stored per character (one seed's "
+                "weights: a peft adapter, or a whole checkpoint for full and last-layers training). Side-by-side "
+                "tokens/s and memory in one process each: benchmarks/bench_approaches.py.", fold=False)
+    w.doc.table(shown(measured, FIT_COLUMNS, params), "What each run reaches, mean over its training seeds: the step "
+                "of the best validation loss, that loss, its rise to the last evaluation (overfitting), the test loss "
+                "(the primary endpoint's mean), corpus BLEU, ROUGE-L and chrF of the replies and their degeneration "
+                "shares (greedy replies of the first evaluate.generate_seeds seeds).", fold=False)
     w.figure("approach-curves", curves_figure(paths, runs, params),
              "Training loss (lines, mean over seeds) and validation loss (dots) per approach.")
     w.doc.heading("Claims and their comparisons")
@@ -369,11 +404,16 @@ def build(profile: str, params: dict, out_dir: str | Path, root: str | Path = ".
     else:
         w.doc.paragraph("No comparison could be made (outputs missing).")
     w.doc.heading("Learning rates chosen on validation data")
-    w.doc.table(learning_rates(params, runs), "Each approach's learning rate, as params set it. The rule, the same "
-                "for every approach (python -m daug.tuning, daug/tuning.py): one seed of the tuning run per "
-                "approach at its reference rate times 1/3, 1 and 3, the lowest best validation loss wins, a choice "
-                "at the edge of the grid is flagged; the grid's rows are versioned in params/tuning/<profile>.json "
-                "beside the params they justify (docs/training.md).", fold=False)
+    from daug.tuning import RULE, learning_rates_file
+
+    grid_file = learning_rates_file(params, root / "params")
+    grid = json.loads(grid_file.read_text(encoding="utf-8")) if grid_file.exists() else None
+    w.doc.table(learning_rates(params, runs, grid), "Each approach's learning rate, as params set it, and the grid "
+                "it was chosen from (python -m daug.tuning, daug/tuning.py; "
+                f"{'params/tuning/' + grid_file.name if grid else 'no grid file for this profile'}): one seed of "
+                f"{grid['dataset'] + '-' + grid['method'] if grid else 'the tuning run'} per approach at its reference "
+                f"rate times {', '.join(f'{f:g}' for f in (grid or params.get('tuning') or {}).get('factors', []))}. "
+                f"The rule, the same for every approach: {RULE}. The test split is never read.", fold=False)
     w.doc.heading("Provenance")
     w.doc.keyvalue({"git commit": P.git_commit(root), "params hash": P.params_hash(params),
                     "base model": P.base_model(params), "machine": P.machine()})

@@ -28,11 +28,21 @@ VERDICT_WORDS = {"supported": "lower loss", "contradicted": "higher loss", "equi
 
 
 def study_runs(params: dict) -> tuple[str, list]:
-    """(name, runs) of the judged study (daug.runs.judged_study)."""
+    """(name, runs) of the judged study (daug.runs.judged_study), with the runs of every study selected
+    beside it that declares the same claims: they are judged together, as one study. A study whose
+    cells are not a full cross is written that way, e.g. the approaches study's small-data cells
+    (`studies.approaches-small`: only the approaches its small-data claims compare)."""
     from daug.runs import Grid, judged_study
 
+    grid = Grid.of(params)
     name = judged_study(params)
-    return name, Grid.of(params).study_runs(name)
+    claims = (grid.studies[name] or {}).get("claims")
+    runs: dict = {}
+    for study in grid.selected(params.get("study") or name):
+        if study == name or (claims is not None and (grid.studies[study] or {}).get("claims") == claims):
+            for run in grid.study_runs(study):
+                runs.setdefault(run.name, run)
+    return name, list(runs.values())
 
 
 def size_label(size, params: dict) -> str:
@@ -99,38 +109,52 @@ def load_losses(paths, runs, group=lambda run: (run.dataset, run.size),
     return values, missing
 
 
-def comparisons(values: dict, pairs_of, alpha: float, power: float, margin: float) -> pd.DataFrame:
-    """One row per comparison of the family: every (x, y) that `pairs_of(methods)` lists per
-    (dataset, size), seed-paired, Bonferroni intervals and Holm p over all of them together."""
+def compare_groups(values: dict, pairs_of, alpha: float, power: float, arms: str = "methods") -> dict:
+    """{(*group, x, y): stats.Comparison}: per data group of `values` ({group: {arm: (seeds, examples)}},
+    load_losses), every (x, y) that `pairs_of(group, arms)` lists, seed-paired (the seed variance pooled over
+    the group's arms; one seed: the two-level bootstrap), and all of them one family: Bonferroni
+    intervals at 1 - alpha/m, Holm p. The gain and approaches studies' comparisons, made one way."""
     from daug import stats
 
-    family, meta = {}, {}
-    for (ds, size), vals in values.items():
-        seeds = {v.shape[0] for v in vals.values()}
-        if len(seeds) != 1:
-            raise DaugError(f"report: {ds} at size {size}: the methods have different numbers of training seeds "
-                            f"({sorted(seeds)}); a seed-paired comparison needs the same seeds in every method")
-        listed = pairs_of(list(vals))
-        pairs = [(x, y) for x, y, _ in listed if x in vals and y in vals]
+    family = {}
+    for group, vals in values.items():
+        pairs = [(x, y) for x, y in pairs_of(group, list(vals)) if x in vals and y in vals]
         if not pairs:
             continue
+        seeds = {v.shape[0] for v in vals.values()}
+        if len(seeds) != 1:
+            raise DaugError(f"report: {', '.join(str(g) for g in group)}: the {arms} have different numbers of "
+                            f"training seeds ({sorted(seeds)}); a seed-paired comparison needs the same seeds in each")
         if seeds.pop() >= 2 and len(vals) >= 2:
             diffs = stats.seed_paired(vals, pairs)
         else:
             diffs = {(x, y): stats.two_level_bootstrap(vals[x], vals[y], n_resamples=2000, seed=0) for x, y in pairs}
-        for (x, y), d in diffs.items():
-            family[(ds, size, x, y)] = d
-        meta.update({(ds, size, x, y): what for x, y, what in listed})
-    compared = stats.compare_family(family, alpha=alpha, power=power)
+        family.update({(*group, x, y): d for (x, y), d in diffs.items()})
+    return stats.compare_family(family, alpha=alpha, power=power)
+
+
+def comparisons(values: dict, pairs_of, alpha: float, power: float, margin: float) -> pd.DataFrame:
+    """One row per comparison of the family (compare_groups): every (x, y, what) that
+    `pairs_of(methods)` lists per (dataset, size), with its verdict."""
+    from daug import stats
+
+    what = {}
+    for (ds, size), vals in values.items():
+        what.update({(ds, size, x, y): w for x, y, w in pairs_of(list(vals))})
+    compared = compare_groups(values, lambda _, methods: [(x, y) for x, y, _ in pairs_of(methods)], alpha, power)
     rows = []
     for (ds, size, x, y), c in compared.items():
         verdict = stats.superiority(c.ci_low, c.ci_high, higher_is_better=False, margin=margin)
         rows.append({"dataset": ds, "size": size, "comparison": f"{x} - {y}", "x": x, "y": y,
-                     "what": meta[(ds, size, x, y)], "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                     "what": what[(ds, size, x, y)], "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high,
                      "half_width": c.half_width, "level": c.level, "p_holm": c.p_holm, "mde": c.mde,
                      "seeds": c.n_seeds_a, "n": c.n, "m": len(compared), "verdict": VERDICT_WORDS[verdict]})
-    frame = pd.DataFrame(rows)
-    if rows:  # None (the profile's size) must stay None, not become NaN beside integers
+    return sized(pd.DataFrame(rows), rows)
+
+
+def sized(frame: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """None (the profile's size) stays None beside integers, never NaN."""
+    if rows:
         frame["size"] = pd.Series([r["size"] for r in rows], dtype=object)
     return frame
 
