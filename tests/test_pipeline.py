@@ -151,7 +151,7 @@ def test_the_approaches_study_trains_each_approach_into_its_own_report(smoke_rep
     for heading in ("Approaches side by side", "Claims and their comparisons", "Learning rates chosen on validation data"):
         assert heading in html
     md = (repo / "reports/smoke-approaches/study.md").read_text(encoding="utf-8")
-    assert "lora-qv > full" in md  # the small-data claims, read at approaches-small's 4 originals
+    assert "| full\\_small\\_data | zhenhuan | none | 4 | lora-qv \\> full |" in md  # read at approaches-small's 4
     full = repo / "models/adapters/zhenhuan/none-full/seed-0"
     assert (full / "model.safetensors").exists() or any(full.glob("*.safetensors"))  # a plain checkpoint
     metrics = json.loads((repo / "reports/smoke-approaches/eval/zhenhuan-none-full-n4.json").read_text(encoding="utf-8"))

@@ -103,7 +103,7 @@ def test_each_rate_trains_as_the_train_stage_would_and_every_row_is_recorded(smo
     write_jsonl(tmp_path / "val.jsonl", records[8:])  # no test file: the grid never reads the test split
     params = copy.deepcopy(smoke_params)
     params["train"].update(steps=2, eval_every=2, patience=None, batch_size=4, max_length=96, trainable_tokens=[])
-    params["tuning"] = {**params["tuning"], "factors": [1, 10], "reference": {"lora-qv": 0.01, "ia3": 0.01}}
+    params["tuning"] = {**params["tuning"], "factors": [1, 10], "extend": 0, "reference": {"lora-qv": 0.01, "ia3": 0.01}}
     out = tmp_path / "grid.json"
     doc = grid(params, ["lora-qv", "ia3"], scratch=tmp_path / "scratch", out=out,
                inputs={"data": tmp_path / "train.jsonl", "val": tmp_path / "val.jsonl", "base": tiny_model_dir})
