@@ -12,9 +12,10 @@ up to `tuning.extend` times, and a choice still at an edge is flagged. The test 
 
     python -m daug.tuning [--params params.yaml] [--approaches lora-qv,full]   (default: the `approaches` study's)
 
-trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/), writes `learning_rates_file` (params/tuning/<profile>.json: every row, the
-chosen rate per approach, the rule) and prints the `approaches:` lines for the profile's params file, where the study reads them (`approaches.<name>.learning_rate`); the
-approaches report prints each approach's rate and this rule (daug/report/approaches.py). A row
+trains every (approach, rate) in this one process (checkpoints under runs/<profile>/tuning/),
+writes `learning_rates_file` (params/tuning/<profile>.json: every row, the chosen rate per
+approach, the rule) and prints the `approaches:` lines for the profile's params file, where the
+study reads them (`approaches.<name>.learning_rate`); the approaches report prints each approach's rate and this rule (daug/report/approaches.py). A row
 already in that file for the same approach and rate (and dataset, method and seed) is kept, not
 trained again, so a killed grid resumes and a wider grid trains only its new rates; delete the
 file, or the approach's rows, to train them again.
@@ -156,21 +157,21 @@ def grid(params: dict, approaches: list[str] | None = None, scratch: Path | None
                 "val_loss_initial": summary["val_loss_initial"], "best_step": summary["best_step"],
                 "seconds": round(time.perf_counter() - start, 1)}
 
+    def record(approach: str, factor: float) -> None:
+        rows.append(trained(approach, factor))
+        if out is not None:
+            write_json(out, document(cfg, rows))
+
     for approach in names:
         factors = list(cfg["factors"])
         for factor in factors:
-            rows.append(trained(approach, factor))
-            if out is not None:
-                write_json(out, document(cfg, rows))
+            record(approach, factor)
         for _ in range(cfg.get("extend", 0)):
             choice = choose([r for r in rows if r["approach"] == approach])[approach]
             if not choice["at_edge"]:
                 break
-            factor = beyond(factors, low=choice["factor"] == min(factors))
-            factors.append(factor)
-            rows.append(trained(approach, factor))
-            if out is not None:
-                write_json(out, document(cfg, rows))
+            factors.append(beyond(factors, low=choice["factor"] == min(factors)))
+            record(approach, factors[-1])
     return document(cfg, rows)
 
 
