@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from daug.params import profile_name
+from daug.params import PARAMS_DIR, profile_name
 from daug.runs import BASE, Augmentation, Run  # noqa: F401  (BASE: re-exported for the stages and report)
 
 # The pipeline's stages in data-flow order; each runs notebooks/<stage>.ipynb.
@@ -43,6 +43,7 @@ REPORTS = Path("reports")
 PUBLISHED = ("augment", "train", "eval", "timings", "notebooks")
 BASE_MODEL = Path("models/base")
 PARAMS = Path("params.yaml")
+TUNING = PARAMS_DIR / "tuning"  # the learning-rate grids (daug/tuning.py) the approaches report prints
 
 # Stages that are another stage's notebook: `evaluate_base@<ds>` is the evaluate notebook run on the
 # base model's run (method BASE: no adapter to read).
@@ -200,7 +201,7 @@ class Paths:
             io["metrics"] = [self.eval_metrics(key)]
         elif stage == "report":
             # whole folders: DVC then orders the report after every run that writes into them
-            io["inputs"] = [self.root / PREPARED, self.root / AUGMENTED, self.results()]
+            io["inputs"] = [self.root / PREPARED, self.root / AUGMENTED, self.results(), self.root / TUNING]
             io["outs"] = [self.study_html(), self.study_md(), self.figures(), *notebooks,
                           *(self.reports(folder) for folder in PUBLISHED)]
         else:

@@ -65,9 +65,11 @@ def config(params: dict) -> dict:
 def learning_rates_file(params: dict, params_dir: Path | None = None) -> Path:
     """params/tuning/<profile>.json: the evidence for the profile's `approaches.<name>.learning_rate`,
     versioned beside the params it justifies (the report stage declares the folder)."""
-    from daug.params import PARAMS_DIR, profile_name
+    from daug.params import profile_name
+    from daug.paths import TUNING
 
-    return Path(params_dir or PARAMS_DIR) / "tuning" / f"{profile_name(params)}.json"
+    folder = Path(params_dir) / TUNING.name if params_dir else TUNING
+    return folder / f"{profile_name(params)}.json"
 
 
 def study_approaches(params: dict, study: str = STUDY) -> list[str]:
