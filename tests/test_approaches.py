@@ -197,7 +197,7 @@ def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(pro
                                                                                tokenizer, smoke_params):
     from daug.basemodel import load_model
     from daug.evaluate import load
-    from daug.training.loss import validation_loss
+    from daug.training.loss import unwrap, validation_loss
 
     approach = get_approach(prompt_tuned["approach"])
     model, _ = load(tiny_model_dir, prompt_tuned["root"] / "weights" / "seed-0", approach=approach)
@@ -207,6 +207,16 @@ def test_virtual_tokens_change_the_loss_and_the_fast_loss_does_not_skip_them(pro
     base = validation_loss(load_model(tiny_model_dir), tokenizer, records, system, 96, 4)
     assert abs(tuned - base) > 1e-3  # the virtual tokens are used
     assert tuned == pytest.approx(prompt_tuned["summary"]["seed-0"]["val_loss_best"], rel=1e-4)  # as in training
+    # The loss never runs the model's own head (on Gemma in bfloat16 it copied the 262k-row weight per
+    # batch row: prompt tuning ran 7x slower); the head is back in place afterwards.
+    head = unwrap(model).get_output_embeddings()
+    calls = []
+    handle = head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        assert validation_loss(model, tokenizer, records, system, 96, 4, approach=approach) == tuned
+    finally:
+        handle.remove()
+    assert not calls and unwrap(model).get_output_embeddings() is head
     # The reply-only head on the captured hidden states = cross-entropy of the peft model's own logits.
     nll = tokens = 0.0
     with torch.no_grad():

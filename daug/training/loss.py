@@ -185,6 +185,27 @@ class FrozenHeadCrossEntropy(torch.autograd.Function):
         return g_hidden, None, None, None, None, g_rows, None, None
 
 
+class _NoHead(nn.Module):
+    """An LM head that computes nothing: logits with no vocabulary columns."""
+
+    def forward(self, hidden):
+        return hidden[..., :0]
+
+
+@contextlib.contextmanager
+def headless(lm):
+    """`lm` (a transformers causal LM) with its LM head replaced by `_NoHead` for the block: for a
+    forward whose logits are not used. In bfloat16 on CPU the head at even one position copied the
+    tied 262k-row weight once per row of the batch (2.7 GB for 8 rows, ~85 % of a prompt-tuning
+    step; benchmarks/bench_approaches.py)."""
+    head = lm.get_output_embeddings()
+    lm.set_output_embeddings(_NoHead())
+    try:
+        yield lm
+    finally:
+        lm.set_output_embeddings(head)
+
+
 class ReplyLoss(nn.Module):
     """forward(input_ids, attention_mask, labels) -> (summed loss over reply tokens, reply token count).
 
@@ -217,11 +238,13 @@ class ReplyLoss(nn.Module):
         model's own forward (virtual tokens included): the decoder's final norm output is captured
         and the head applied to the last position only (`logits_to_keep=1`), so the reply-only
         head below scores the replies, as for every other approach (the full head at every
-        position made prompt and prefix tuning ~3x slower, benchmarks/bench_approaches.py)."""
+        position made prompt and prefix tuning ~3x slower, benchmarks/bench_approaches.py); the
+        model's own head does not run at all (`headless`)."""
         captured = []
         hook = self.body.norm.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
-            self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+            with headless(unwrap(self.model)):
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
         finally:
             hook.remove()
         hidden = captured[-1][:, -input_ids.shape[1]:]  # prompt tuning prepends its virtual positions
